@@ -1,0 +1,213 @@
+"""GRPO: batched generation, log-probs, group advantages, clipped loss, update.
+
+* Generation: one ``generate`` call for all prompts x G completions (left
+  padding, KV cache, stop at EOS). Local completions keep their sampled ids.
+* Advantage per group: (r - mean) / (std + eps). A group whose rewards are all
+  equal has zero advantage; with beta = 0 it is skipped (no compute, no tokens
+  in the normaliser), as in DAPO's dynamic sampling.
+* Loss: token-level clipped policy gradient (DAPO's clip-higher: eps_low 0.2,
+  eps_high 0.28), summed over completion tokens and divided by the total
+  completion tokens of the step, so micro-batching with gradient accumulation
+  gives the same gradient as one big batch. KL to a frozen reference (k3
+  estimator) only when beta > 0 (default 0: no reference model is loaded).
+* ``num_iterations`` > 1: old log-probs are computed once before the first
+  update, so the ratio moves away from 1 and clipping binds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from genrl.models import Policy
+
+
+@dataclass
+class GRPOConfig:
+    learning_rate: float = 1e-5        # measured on SmolLM2-135M: bench/lr_sweep.py
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    beta: float = 0.0                  # KL coefficient; SAPO paper: no KL penalty
+    epsilon_low: float = 0.2           # PPO clip (lower)
+    epsilon_high: float = 0.28         # DAPO clip-higher
+    num_iterations: int = 1            # updates per batch (mu in the GRPO paper)
+    micro_batch_size: int = 8          # sequences per forward/backward pass
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    advantage_eps: float = 1e-4
+
+
+@dataclass
+class Completion:
+    ids: list[int]          # sampled token ids, EOS included when it ended
+    text: str               # decoded, special tokens skipped: what is shared
+    ended: bool             # stopped at EOS (False: cut at max_new_tokens)
+
+
+@dataclass
+class TrainGroup:
+    prompt_ids: list[int]
+    completions: list[list[int]]
+    rewards: list[float]
+
+
+def group_advantages(rewards: list[float], eps: float = 1e-4) -> list[float]:
+    r = torch.tensor(rewards, dtype=torch.float64)
+    std = r.std(unbiased=False) if len(rewards) > 1 else torch.tensor(0.0, dtype=torch.float64)
+    return ((r - r.mean()) / (std + eps)).tolist()
+
+
+class GRPOTrainer:
+    def __init__(self, policy: Policy, config: GRPOConfig):
+        self.policy, self.config = policy, config
+        self.model, self.tokenizer, self.device = policy.model, policy.tokenizer, policy.device
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(0.9, 0.99),
+                                           weight_decay=config.weight_decay)
+        self.ref_model = None
+        if config.beta > 0:
+            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        fp16 = policy.compute_dtype == torch.float16 and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
+        self.steps = 0
+
+    def autocast(self):
+        if self.policy.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.policy.compute_dtype)
+
+    # --- generation ---------------------------------------------------------
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        return self.tokenizer(prompt)["input_ids"]
+
+    def encode_completion(self, text: str, ended: bool) -> list[int]:
+        """A peer's decoded text as this node's tokens (capped at max_new_tokens)."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.config.max_new_tokens]
+        if ended and len(ids) < self.config.max_new_tokens:
+            ids.append(self.policy.eos_ids[0])
+        return ids
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], num_generations: int, seed: int,
+                 temperature: Optional[float] = None) -> list[list[Completion]]:
+        """G completions for each prompt, all in one batched ``generate`` call."""
+        from transformers import GenerationConfig
+        cfg = self.config
+        temperature = cfg.temperature if temperature is None else temperature
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        eos = self.policy.eos_ids
+        gen = GenerationConfig(
+            do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+            top_p=cfg.top_p if temperature > 0 else None, top_k=0 if temperature > 0 else None,
+            max_new_tokens=cfg.max_new_tokens, num_return_sequences=num_generations,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos)
+        torch.manual_seed(seed)
+        with self.autocast():
+            out = self.model.generate(**enc, generation_config=gen)
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        eos_set = set(eos)
+        groups: list[list[Completion]] = [[] for _ in prompts]
+        for row, ids in enumerate(new):
+            end = next((i for i, t in enumerate(ids) if t in eos_set), None)
+            ids = ids if end is None else ids[: end + 1]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            groups[row // num_generations].append(Completion(ids, text, end is not None))
+        return groups
+
+    # --- log-probs ----------------------------------------------------------
+
+    def _logprobs(self, model, seqs: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs [B, C] of each completion given its prompt, and
+        the completion mask. Prompts are left-padded and completions
+        right-padded, so every completion starts at the same column and only
+        the last C+1 positions need logits."""
+        pad = self.tokenizer.pad_token_id
+        p_len = max(len(s[0]) for s in seqs)
+        c_len = max(len(s[1]) for s in seqs)
+        ids, attn, mask = [], [], []
+        for prompt, comp, *_ in seqs:
+            lp, lc = p_len - len(prompt), c_len - len(comp)
+            ids.append([pad] * lp + prompt + comp + [pad] * lc)
+            attn.append([0] * lp + [1] * (len(prompt) + len(comp)) + [0] * lc)
+            mask.append([1] * len(comp) + [0] * lc)
+        ids = torch.tensor(ids, device=self.device)
+        attn = torch.tensor(attn, device=self.device)
+        mask = torch.tensor(mask, device=self.device, dtype=torch.float32)
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        with self.autocast():
+            logits = model(input_ids=ids, attention_mask=attn, position_ids=positions,
+                           logits_to_keep=c_len + 1).logits
+        logits = logits[:, :-1].float() / max(self.config.temperature, 1e-6)
+        targets = ids[:, p_len:]
+        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        return logp, mask
+
+    def _micro_batches(self, seqs: list[tuple]) -> list[list[tuple]]:
+        order = sorted(seqs, key=lambda s: len(s[0]) + len(s[1]))  # less padding per batch
+        size = max(1, self.config.micro_batch_size)
+        return [order[i:i + size] for i in range(0, len(order), size)]
+
+    # --- the update -----------------------------------------------------------
+
+    def step(self, groups: list[TrainGroup]) -> dict:
+        """One GRPO update (num_iterations optimizer steps) on these groups."""
+        cfg, t0 = self.config, time.perf_counter()
+        seqs = []
+        for g in groups:
+            adv = group_advantages(g.rewards, cfg.advantage_eps)
+            if cfg.beta == 0 and all(abs(a) < 1e-12 for a in adv):
+                continue
+            seqs += [(g.prompt_ids, c, a) for c, a in zip(g.completions, adv) if c]
+        metrics = {"train/sequences": len(seqs), "train/groups": len(groups)}
+        if not seqs:
+            return {**metrics, "train/skipped": 1, "time/train_s": time.perf_counter() - t0}
+        batches = self._micro_batches(seqs)
+        n_tokens = sum(len(s[1]) for s in seqs)
+        old = ref = None
+        with torch.no_grad():
+            if cfg.num_iterations > 1:
+                old = [self._logprobs(self.model, mb)[0] for mb in batches]
+            if self.ref_model is not None:
+                ref = [self._logprobs(self.ref_model, mb)[0] for mb in batches]
+        totals = {"loss": 0.0, "clipped": 0.0, "kl": 0.0}
+        for _ in range(cfg.num_iterations):
+            self.optimizer.zero_grad(set_to_none=True)
+            for k, mb in enumerate(batches):
+                logp, mask = self._logprobs(self.model, mb)
+                old_logp = old[k] if old is not None else logp.detach()
+                adv = torch.tensor([s[2] for s in mb], device=self.device).unsqueeze(1)
+                ratio = torch.exp(logp - old_logp)
+                clipped = ratio.clamp(1 - cfg.epsilon_low, 1 + cfg.epsilon_high)
+                per_token = -torch.min(ratio * adv, clipped * adv)
+                if ref is not None:
+                    delta = ref[k] - logp
+                    kl = torch.exp(delta) - delta - 1
+                    per_token = per_token + cfg.beta * kl
+                    totals["kl"] += (kl * mask).sum().item() / n_tokens / cfg.num_iterations
+                loss = (per_token * mask).sum() / n_tokens
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+                totals["loss"] += loss.item() / cfg.num_iterations
+                was_clipped = (((ratio < 1 - cfg.epsilon_low) & (adv < 0))
+                               | ((ratio > 1 + cfg.epsilon_high) & (adv > 0))).float()
+                totals["clipped"] += float((was_clipped * mask).sum()) / n_tokens / cfg.num_iterations
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.steps += 1
+        elapsed = time.perf_counter() - t0
+        return {**metrics, "train/loss": totals["loss"], "train/clip_frac": totals["clipped"],
+                "train/kl": totals["kl"], "train/grad_norm": float(grad_norm),
+                "train/tokens": n_tokens, "time/train_s": elapsed,
+                "train/tokens_per_s": n_tokens * cfg.num_iterations / max(elapsed, 1e-9)}

@@ -1,0 +1,126 @@
+"""A worker's checkpoints on the shared folder, and falling back past bad ones.
+
+``checkpoints/{node_id}/round_{R}/`` holds the trainer files (safetensors +
+JSON, see genrl.checkpoint) and, written last, ``manifest.json`` with each
+file's size and SHA-256. A checkpoint without a manifest is incomplete; one
+whose files do not match it is corrupt. Restoring walks from the newest
+checkpoint to older ones and says which it skipped and why. Only the last
+CHECKPOINT_KEEP checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+
+from genrl.checkpoint import FILES, load_trainer, save_trainer
+from genrl.rollouts import parse_json
+from rgym_exp.drive.layout import parse_round_dir
+from rgym_exp.drive.store import StoreError
+from rgym_exp.progress import progress
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MAX_CHECKPOINT_FILE = 64 * 1024 ** 3
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class CheckpointManager:
+    def __init__(self, experiment, node_id: str, staging_dir: str, keep: int):
+        self.exp, self.node_id, self.keep = experiment, node_id, keep
+        self.staging = staging_dir
+
+    def rounds(self) -> list[int]:
+        """Checkpoint rounds on the folder, newest first."""
+        entries = self.exp.store.list(self.exp.layout.checkpoints_dir(self.node_id))
+        return sorted((r for r in (parse_round_dir(e.name) for e in entries if e.is_dir)
+                       if r is not None), reverse=True)
+
+    def save(self, trainer, round_: int, extra: dict) -> None:
+        t0 = time.perf_counter()
+        local = os.path.join(self.staging, f"round_{round_}")
+        shutil.rmtree(local, ignore_errors=True)
+        paths = save_trainer(trainer, local, round_, extra)
+        remote = self.exp.layout.checkpoint_dir(self.node_id, round_)
+        manifest = {"round": round_, "created_at": time.time(), "files": {}}
+        total = sum(os.path.getsize(p) for p in paths)
+        with progress(total=total, desc=f"checkpoint round {round_}", unit="B") as bar:
+            for path in paths:
+                name = os.path.basename(path)
+                manifest["files"][name] = {"size": os.path.getsize(path), "sha256": sha256_file(path)}
+                self.exp.store.upload(path, f"{remote}/{name}")
+                bar.update(os.path.getsize(path))
+        self.exp.store.write(f"{remote}/{MANIFEST}", json.dumps(manifest).encode())
+        shutil.rmtree(local, ignore_errors=True)
+        log.info("checkpoint saved: round %d, %.1f MB in %.1fs", round_, total / 1e6,
+                 time.perf_counter() - t0)
+        self.prune()
+
+    def prune(self) -> None:
+        for r in self.rounds()[self.keep:]:
+            try:
+                self.exp.store.delete(self.exp.layout.checkpoint_dir(self.node_id, r))
+            except StoreError as exc:
+                log.warning("old checkpoint round %d not deleted: %s", r, exc)
+
+    def _fetch(self, round_: int) -> str:
+        """Download and verify one checkpoint; returns the local folder. ValueError if bad."""
+        remote = self.exp.layout.checkpoint_dir(self.node_id, round_)
+        data = self.exp.store.read(f"{remote}/{MANIFEST}", 64 * 1024)
+        if data is None:
+            raise ValueError("no manifest (the save did not complete)")
+        manifest = parse_json(data, 64 * 1024)
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(files, dict) or set(files) != set(FILES):
+            raise ValueError("manifest does not list the checkpoint files")
+        local = os.path.join(self.staging, f"restore_{round_}")
+        shutil.rmtree(local, ignore_errors=True)
+        os.makedirs(local)
+        for name, meta in files.items():
+            size = meta.get("size") if isinstance(meta, dict) else None
+            if type(size) is not int or not 0 <= size <= MAX_CHECKPOINT_FILE:
+                raise ValueError(f"manifest entry for {name} is malformed")
+            path = os.path.join(local, name)
+            if not self.exp.store.download(f"{remote}/{name}", path, size):
+                raise ValueError(f"{name} is missing")
+            if os.path.getsize(path) != size or sha256_file(path) != meta.get("sha256"):
+                raise ValueError(f"{name} does not match its manifest (truncated or corrupt)")
+        return local
+
+    def restore(self, trainer) -> dict | None:
+        """Load the newest usable checkpoint into ``trainer``; None if there is none."""
+        touched = None
+        for round_ in self.rounds():
+            try:
+                local = self._fetch(round_)
+            except (ValueError, OSError, StoreError) as exc:
+                log.warning("checkpoint of round %d is unusable (%s); falling back to an older one",
+                            round_, exc)
+                continue
+            try:
+                state = load_trainer(trainer, local)
+            except (ValueError, OSError, KeyError) as exc:
+                touched = f"round {round_}: {exc}"
+                log.warning("checkpoint of round %d does not fit this model (%s); trying an older "
+                            "one", round_, exc)
+                continue
+            finally:
+                shutil.rmtree(local, ignore_errors=True)
+            log.info("resumed from checkpoint of round %d", round_)
+            return state
+        if touched:  # a failed load may have overwritten part of the model: do not train on it
+            raise ValueError(f"no checkpoint of {self.node_id} fits this model ({touched}); was "
+                             "MODEL_NAME changed? Use the original MODEL_NAME or a new NODE_ID")
+        return None

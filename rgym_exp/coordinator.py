@@ -1,0 +1,196 @@
+"""The coordinator: opens, closes and retires rounds. It never loads a model
+(and never imports torch).
+
+Round R closes when a quorum of *live* workers has submitted R (live: its
+heartbeat counter changed within PEER_TIMEOUT, judged on this machine's clock),
+or when ROUND_TIMEOUT passes -- then the log names the late workers. A round
+with no submission at all is extended rather than skipped. With
+COORDINATOR_ROUND_INTERVAL > 0 rounds instead advance on a fixed timer (the
+reference fork's behaviour). After MAX_ROUNDS the state says ``finished``.
+
+A restarted coordinator continues from the state file; restarting it with a
+larger MAX_ROUNDS extends a finished experiment. It is the only node that
+deletes or archives old rollout rounds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, replace
+
+from rgym_exp.config import Config
+from rgym_exp.drive.layout import parse_node_file, parse_round_dir
+from rgym_exp.drive.store import StoreError
+from rgym_exp.experiment import Experiment, question_source
+from rgym_exp.heartbeat import Heartbeat
+from rgym_exp.records import PeerRecord, RoundState, StateTracker, write_record
+from rgym_exp.waiting import Waiter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PeerView:
+    record: PeerRecord
+    last_change: float            # when this coordinator last saw the beat change (its clock)
+
+
+class Coordinator:
+    def __init__(self, config: Config, experiment: Experiment, waiter: Waiter, clock=time.time):
+        self.cfg, self.exp, self.waiter, self.clock = config, experiment, waiter, clock
+        self.layout = experiment.layout
+        self.tracker = StateTracker(experiment.reader, self.layout.state_file)
+        self.peers: dict[str, PeerView] = {}
+        self._peers_read_at = -math.inf
+        self._last_wait_log = 0.0
+
+    # --- state -------------------------------------------------------------------
+
+    def _write(self, state: RoundState) -> RoundState:
+        state = replace(state, updated_at=self.clock(), coordinator=self.cfg.NODE_ID)
+        write_record(self.exp.store, self.layout.state_file, state)
+        self.tracker.state = state
+        return state
+
+    def _open(self, round_: int) -> RoundState:
+        now = self.clock()
+        log.info("round %d opened (deadline in %.0fs)", round_, self.cfg.ROUND_TIMEOUT)
+        return self._write(RoundState(round=round_, started_at=now, deadline=now + self.cfg.ROUND_TIMEOUT,
+                                      max_rounds=self.cfg.MAX_ROUNDS))
+
+    def resume_or_start(self) -> RoundState:
+        state = self.tracker.refresh()
+        if state is None:
+            return self._open(0)
+        if state.finished and state.round + 1 < self.cfg.MAX_ROUNDS:
+            log.info("experiment had finished at round %d; MAX_ROUNDS=%d extends it", state.round,
+                     self.cfg.MAX_ROUNDS)
+            return self._open(state.round + 1)
+        if not state.finished:
+            log.info("resuming at round %d (from the state file)", state.round)
+            if state.max_rounds != self.cfg.MAX_ROUNDS:
+                state = self._write(replace(state, max_rounds=self.cfg.MAX_ROUNDS))
+        return state
+
+    # --- observing the swarm ----------------------------------------------------------
+
+    def observe_peers(self) -> dict[str, PeerView]:
+        """Read peer records (at most every half heartbeat); remember beat changes."""
+        now = self.clock()
+        if now - self._peers_read_at < max(self.cfg.POLL_INTERVAL, self.cfg.HEARTBEAT_INTERVAL / 2):
+            return self.peers
+        self._peers_read_at = now
+        for entry in self.exp.store.list(self.layout.peers_dir):
+            node = parse_node_file(entry.name)
+            record = self.exp.reader.read(PeerRecord, self.layout.peer(node)) if node else None
+            if record is None or record.node_id != node:
+                continue
+            seen = self.peers.get(node)
+            if seen is None or (record.session, record.beat) != (seen.record.session, seen.record.beat):
+                self.peers[node] = PeerView(record, now)
+        return self.peers
+
+    def live_workers(self) -> set[str]:
+        now = self.clock()
+        return {node for node, view in self.peers.items()
+                if view.record.role == "worker" and view.record.status in ("starting", "running")
+                and now - view.last_change <= self.cfg.PEER_TIMEOUT}
+
+    def submitted(self, round_: int) -> set[str]:
+        names = self.exp.store.list(self.layout.submissions_dir(round_))
+        return {n for n in (parse_node_file(e.name) for e in names) if n}
+
+    # --- one look at the folder --------------------------------------------------------
+
+    def tick(self, state: RoundState) -> RoundState:
+        self.observe_peers()
+        now, live = self.clock(), self.live_workers()
+        done = self.submitted(state.round)
+        waiting = sorted(live - done)
+        if self.cfg.COORDINATOR_ROUND_INTERVAL > 0:
+            if now >= state.started_at + self.cfg.COORDINATOR_ROUND_INTERVAL:
+                log.info("round %d: interval elapsed; %d submission(s)", state.round, len(done))
+                return self.advance(state)
+            return state
+        need = math.ceil(self.cfg.QUORUM * len(live)) if live else 1
+        if done and len(done & live if live else done) >= need:
+            log.info("round %d closed: %d of %d live worker(s) submitted%s", state.round,
+                     len(done & live), len(live), f" (still running: {', '.join(waiting)})"
+                     if waiting else "")
+            return self.advance(state)
+        if now >= state.deadline:
+            if done:
+                log.warning("round %d timed out after %.0fs with %d submission(s); late: %s",
+                            state.round, now - state.started_at, len(done),
+                            ", ".join(waiting) or "none live")
+                return self.advance(state)
+            log.warning("round %d: no submission after %.0fs (%d live worker(s)); extending the "
+                        "deadline", state.round, now - state.started_at, len(live))
+            return self._write(replace(state, deadline=now + self.cfg.ROUND_TIMEOUT,
+                                       waiting_for=waiting))
+        if waiting != state.waiting_for:
+            state = self._write(replace(state, waiting_for=waiting))
+        if now - self._last_wait_log >= 60:
+            self._last_wait_log = now
+            log.info("round %d: %d submitted, waiting for %s (deadline in %.0fs)", state.round,
+                     len(done), ", ".join(waiting) or "workers to join", state.deadline - now)
+        return state
+
+    def advance(self, state: RoundState) -> RoundState:
+        if state.round + 1 >= self.cfg.MAX_ROUNDS:
+            log.info("experiment finished after %d round(s)", state.round + 1)
+            return self._write(replace(state, finished=True, waiting_for=[]))
+        new = self._open(state.round + 1)
+        self.retire_old_rounds(new.round)
+        return new
+
+    def retire_old_rounds(self, current: int) -> None:
+        """Delete (or archive) rollout rounds older than the last N kept."""
+        if not self.cfg.ROLLOUT_CLEANUP_ENABLED:
+            return
+        cutoff = current - self.cfg.ROLLOUT_KEEP_LAST_N_ROUNDS
+        try:
+            for entry in self.exp.store.list(self.layout.rollouts_root):
+                r = parse_round_dir(entry.name)
+                if r is None or r > cutoff:
+                    continue
+                if self.cfg.ROLLOUT_ARCHIVE_OLD:
+                    self.exp.store.move(self.layout.rollouts_dir(r), self.layout.archived_rollouts_dir(r))
+                else:
+                    self.exp.store.delete(self.layout.rollouts_dir(r))
+                log.info("%s rollouts of round %d", "archived" if self.cfg.ROLLOUT_ARCHIVE_OLD
+                         else "removed", r)
+        except StoreError as exc:
+            log.warning("old rounds not retired this time: %s", exc)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        source = question_source(self.cfg)
+        self.exp.create_or_check(source)
+        beat = Heartbeat(self.exp, self.cfg.NODE_ID, "coordinator", self.cfg.HEARTBEAT_INTERVAL,
+                         self.waiter)
+        beat.claim()
+        beat.start()
+        status = "failed"
+        try:
+            state = self.resume_or_start()
+            while not state.finished:
+                beat.update(round=state.round, phase="waiting for submissions")
+                self.waiter.pause(self.cfg.POLL_INTERVAL)
+                try:
+                    state = self.tick(state)
+                except StoreError as exc:  # transient trouble already retried: try next tick
+                    log.warning("coordinator tick failed: %s", exc)
+            beat.update(round=state.round, phase="finished")
+            status = "finished"
+            log.info("experiment %s finished (round %d); exiting", self.cfg.EXPERIMENT_NAME,
+                     state.round)
+            return 0
+        except BaseException:
+            status = "stopped"
+            raise
+        finally:
+            beat.close(status)

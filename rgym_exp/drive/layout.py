@@ -1,0 +1,121 @@
+"""Every path of the experiment folder, in one place (the folder protocol).
+
+    experiments/{EXPERIMENT_NAME}/
+      experiment.json                       coordinator, once: settings all nodes share
+      state/current_state.json              coordinator only
+      peers/{node_id}.json                  each node its own: registration + heartbeat
+      rollouts/round_{R}/{node_id}.json     each worker, once per round
+      rollouts/round_{R}/{node_id}.{k}.json   ... or chunk k when publishing per generation batch
+      submissions/round_{R}/{node_id}.json  each worker after training round R
+      checkpoints/{node_id}/round_{R}/      each worker its own checkpoints
+      logs/{node_id}/                       stdout.log, metrics.jsonl, events.jsonl
+      archive/rollouts/round_{R}/           old rounds, when ROLLOUT_ARCHIVE_OLD is on
+
+Names of nodes and experiments are validated here: letters, digits, '_' and
+'-', starting with a letter or digit, at most 64 characters -- so no name can
+contain a path separator, '..', or be empty.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from genrl.rollouts import NAME_PATTERN, NODE_ID_RE as NAME_RE
+
+_ROUND_DIR_RE = re.compile(r"^round_(\d{1,9})$")
+_ROLLOUT_RE = re.compile(rf"^({NAME_PATTERN})(?:\.(\d{{1,4}}))?\.json$")
+
+
+def check_name(kind: str, value: str) -> str:
+    """Return value if it is a safe node/experiment name, else raise ValueError."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise ValueError(f"{kind}={value!r} is not allowed: use 1-64 letters, digits, '_' or '-', "
+                         "starting with a letter or digit (no '/', '..' or spaces)")
+    return value
+
+
+def round_dir(r: int) -> str:
+    return f"round_{int(r)}"
+
+
+def parse_round_dir(name: str) -> Optional[int]:
+    m = _ROUND_DIR_RE.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+def parse_rollout_name(name: str) -> Optional[tuple[str, Optional[int]]]:
+    """(node_id, chunk or None) from a rollout file name, None if it is not one."""
+    m = _ROLLOUT_RE.fullmatch(name)
+    if not m:
+        return None
+    return m.group(1), (int(m.group(2)) if m.group(2) is not None else None)
+
+
+def parse_node_file(name: str) -> Optional[str]:
+    """node_id from '{node_id}.json' (peers/, submissions/), None otherwise."""
+    if not name.endswith(".json"):
+        return None
+    node = name[:-5]
+    return node if NAME_RE.fullmatch(node) else None
+
+
+class Layout:
+    def __init__(self, experiment: str):
+        self.experiment = check_name("EXPERIMENT_NAME", experiment)
+        self.root = f"experiments/{experiment}"
+
+    @property
+    def experiment_file(self) -> str:
+        return f"{self.root}/experiment.json"
+
+    @property
+    def state_file(self) -> str:
+        return f"{self.root}/state/current_state.json"
+
+    @property
+    def peers_dir(self) -> str:
+        return f"{self.root}/peers"
+
+    def peer(self, node: str) -> str:
+        return f"{self.peers_dir}/{check_name('NODE_ID', node)}.json"
+
+    @property
+    def rollouts_root(self) -> str:
+        return f"{self.root}/rollouts"
+
+    def rollouts_dir(self, r: int) -> str:
+        return f"{self.rollouts_root}/{round_dir(r)}"
+
+    def rollout(self, r: int, node: str, chunk: Optional[int] = None) -> str:
+        suffix = "" if chunk is None else f".{int(chunk)}"
+        return f"{self.rollouts_dir(r)}/{check_name('NODE_ID', node)}{suffix}.json"
+
+    def archived_rollouts_dir(self, r: int) -> str:
+        return f"{self.root}/archive/rollouts/{round_dir(r)}"
+
+    @property
+    def submissions_root(self) -> str:
+        return f"{self.root}/submissions"
+
+    def submissions_dir(self, r: int) -> str:
+        return f"{self.submissions_root}/{round_dir(r)}"
+
+    def submission(self, r: int, node: str) -> str:
+        return f"{self.submissions_dir(r)}/{check_name('NODE_ID', node)}.json"
+
+    def checkpoints_dir(self, node: str) -> str:
+        return f"{self.root}/checkpoints/{check_name('NODE_ID', node)}"
+
+    def checkpoint_dir(self, node: str, r: int) -> str:
+        return f"{self.checkpoints_dir(node)}/{round_dir(r)}"
+
+    @property
+    def logs_root(self) -> str:
+        return f"{self.root}/logs"
+
+    def logs_dir(self, node: str) -> str:
+        return f"{self.logs_root}/{check_name('NODE_ID', node)}"
+
+    def log_file(self, node: str, name: str) -> str:
+        return f"{self.logs_dir(node)}/{name}"

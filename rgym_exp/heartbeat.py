@@ -1,0 +1,132 @@
+"""A node's peer record: registration, heartbeat, and one writer per NODE_ID.
+
+The record ``peers/{node_id}.json`` carries a ``beat`` counter that grows at
+every heartbeat. Others judge liveness by seeing it change on their own clock,
+so a node whose clock is minutes off is still judged correctly.
+
+Two processes with the same NODE_ID: at start, a node that finds a running
+record of another session watches it; if its beat advances, the newcomer
+refuses to start (``DuplicateNode``). If it does not (the old process died),
+the newcomer takes over. A running node re-reads its record at every beat and
+stops if another session has taken it over, so a file never keeps two writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import replace
+
+from rgym_exp.records import PeerRecord, write_record
+from rgym_exp.drive.store import StoreError
+from rgym_exp.waiting import Waiter
+
+log = logging.getLogger(__name__)
+
+
+class DuplicateNode(RuntimeError):
+    """Another live process uses this NODE_ID."""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+class Heartbeat:
+    def __init__(self, experiment, node_id: str, role: str, interval: float, waiter: Waiter,
+                 model: str = ""):
+        self.exp, self.interval, self.waiter = experiment, interval, waiter
+        self.path = experiment.layout.peer(node_id)
+        self.record = PeerRecord(node_id=node_id, role=role, session=uuid.uuid4().hex[:12], beat=0,
+                                 status="starting", host=socket.gethostname(), pid=os.getpid(),
+                                 model=model, started_at=time.time())
+        self._lock = threading.Lock()
+        self._thread = None
+        self._done = threading.Event()
+
+    def _read(self):
+        return self.exp.reader.read(PeerRecord, self.path)
+
+    def claim(self) -> None:
+        """Register this process as the node's only writer (see module doc)."""
+        other = self._read()
+        if other is not None and other.session != self.record.session and other.status in (
+                "starting", "running"):
+            if other.host == self.record.host and not pid_alive(other.pid):
+                log.info("NODE_ID %s: the previous process (pid %d) is gone; continuing as this "
+                         "node", other.node_id, other.pid)
+            else:
+                watch = 2.5 * self.interval
+                log.info("NODE_ID %s has a running record (host %s, pid %d); watching its "
+                         "heartbeat for %.0fs", other.node_id, other.host, other.pid, watch)
+                end = time.monotonic() + watch
+                while time.monotonic() < end:
+                    self.waiter.pause(min(1.0, self.interval / 4))
+                    now = self._read()
+                    if now is not None and now.session == other.session and now.beat != other.beat:
+                        raise DuplicateNode(
+                            f"NODE_ID {other.node_id} is already in use by a running process "
+                            f"(host {other.host}, pid {other.pid}): its heartbeat is advancing. "
+                            "Stop that process, or give this one another NODE_ID")
+                log.info("NODE_ID %s: the previous session stopped without closing; taking over",
+                         other.node_id)
+        with self._lock:
+            self.record.beat = (other.beat + 1) if other is not None else 0
+            self.record.status = "running"
+            self.record.updated_at = time.time()
+            write_record(self.exp.store, self.path, self.record)
+
+    def update(self, **fields) -> None:
+        """Change what the record says (phase, round, reward...); written at the next beat."""
+        with self._lock:
+            self.record = replace(self.record, **fields)
+
+    def beat(self) -> None:
+        with self._lock:
+            current = self._read()
+            if current is not None and current.session != self.record.session \
+                    and current.beat >= self.record.beat:
+                self.waiter.request_stop(
+                    f"another process (host {current.host}, pid {current.pid}) took over NODE_ID "
+                    f"{current.node_id}; this one stops so the node keeps a single writer")
+                self._done.set()
+                return
+            self.record.beat += 1
+            self.record.updated_at = time.time()
+            try:
+                write_record(self.exp.store, self.path, self.record)
+            except StoreError as exc:
+                log.warning("heartbeat not written: %s", exc)
+
+    def start(self) -> None:
+        def loop():
+            while not self._done.wait(self.interval):
+                self.beat()
+        self._thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def close(self, status: str) -> None:
+        """Stop beating and record how the node ended (finished, stopped, failed)."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            current = self._read()
+            if current is not None and current.session != self.record.session:
+                return  # taken over: the file is no longer ours
+            self.record.status, self.record.updated_at = status, time.time()
+            self.record.beat += 1
+            try:
+                write_record(self.exp.store, self.path, self.record)
+            except StoreError as exc:
+                log.warning("final peer record not written: %s", exc)

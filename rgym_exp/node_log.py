@@ -1,0 +1,121 @@
+"""A node's logs, kept locally and copied to ``logs/{node_id}/`` on the shared folder.
+
+Three files: ``stdout.log`` (the node's log lines), ``metrics.jsonl`` (one JSON
+line per round), ``events.jsonl`` (one JSON line per notable event). They are
+appended to locally (in CACHE_DIR) and uploaded whole -- each file has a single
+writer -- every LOG_FLUSH_INTERVAL seconds, right after each metrics line, and
+on exit. At start, a node first takes back what the shared folder already has,
+so a restart on a fresh machine (a new Colab VM) appends instead of replacing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+
+from rgym_exp.drive.store import StoreError
+
+LOG_FILES = ("stdout.log", "metrics.jsonl", "events.jsonl")
+LOG_FORMAT = "%(asctime)s %(levelname)-7s [{node}] %(message)s"
+MAX_LOG_BYTES = 256 * 1024 * 1024
+
+
+def setup_console_logging(level: str, node_id: str) -> None:
+    """Log lines to stderr, one per event (DESIGN: logging, plain lines)."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if getattr(handler, "_rl_swarm", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT.format(node=node_id), "%H:%M:%S"))
+    handler._rl_swarm = True
+    root.addHandler(handler)
+    for noisy in ("httpx", "urllib3", "googleapiclient", "filelock", "datasets", "transformers",
+                  "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class NodeLogs:
+    def __init__(self, experiment, node_id: str, cache_dir: str, flush_interval: float, level: str):
+        self.exp, self.node_id, self.interval = experiment, node_id, flush_interval
+        self.local = os.path.join(os.path.expanduser(cache_dir), experiment.layout.experiment,
+                                  node_id, "logs")
+        os.makedirs(self.local, exist_ok=True)
+        self._lock = threading.Lock()
+        self._uploaded: dict[str, tuple] = {}
+        self._stop = threading.Event()
+        self._thread = None
+        self._take_back()
+        handler = logging.FileHandler(self.path("stdout.log"), encoding="utf-8")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT.format(node=node_id)))
+        handler.setLevel(level)
+        handler._rl_swarm = True
+        logging.getLogger().addHandler(handler)
+        self._handler = handler
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.local, name)
+
+    def _take_back(self) -> None:
+        """Start from the shared copy when it holds more than the local one."""
+        try:
+            shared = {e.name: e.size for e in self.exp.store.list(self.exp.layout.logs_dir(self.node_id))}
+            for name in LOG_FILES:
+                local = self.path(name)
+                if shared.get(name, 0) > (os.path.getsize(local) if os.path.exists(local) else 0):
+                    self.exp.store.download(self.exp.layout.log_file(self.node_id, name), local,
+                                            MAX_LOG_BYTES)
+        except StoreError as exc:
+            logging.getLogger(__name__).warning("could not fetch earlier logs: %s", exc)
+
+    def _append(self, name: str, record: dict) -> None:
+        line = json.dumps(record, allow_nan=False, default=str)
+        with self._lock, open(self.path(name), "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def metric(self, record: dict) -> None:
+        self._append("metrics.jsonl", record)
+        self.flush()
+
+    def event(self, kind: str, **data) -> None:
+        self._append("events.jsonl", {"time": time.time(), "event": kind, **data})
+
+    def flush(self) -> None:
+        """Upload each file that changed since its last upload."""
+        self._handler.flush()
+        for name in LOG_FILES:
+            local = self.path(name)
+            if not os.path.exists(local):
+                continue
+            st = os.stat(local)
+            key = (st.st_size, st.st_mtime_ns)
+            if self._uploaded.get(name) == key:
+                continue
+            try:
+                with self._lock:
+                    self.exp.store.upload(local, self.exp.layout.log_file(self.node_id, name))
+                self._uploaded[name] = key
+            except StoreError as exc:
+                logging.getLogger(__name__).warning("log %s not copied to the folder: %s", name, exc)
+
+    def start(self) -> None:
+        def loop():
+            while not self._stop.wait(self.interval):
+                self.flush()
+        self._thread = threading.Thread(target=loop, name="log-flush", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.flush()
+        logging.getLogger().removeHandler(self._handler)
+        self._handler.close()

@@ -1,0 +1,111 @@
+"""The one entry point: ``python -m rgym_exp.runner.swarm_launcher``.
+
+Environment -> configuration -> coordinator | worker | local swarm. Exit codes:
+0 finished; 1 failed (see the log); 2 bad setting or refused start (the message
+says which setting); 3 gave up waiting for the swarm; 4 another process took
+over this NODE_ID; 130 stopped by Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from rgym_exp.config import ConfigError, help_text, load_config
+from rgym_exp.node_log import setup_console_logging
+
+log = logging.getLogger("rgym_exp")
+
+
+def run_node(cfg) -> int:
+    from rgym_exp.drive.store import StoreError
+    from rgym_exp.experiment import Experiment, ExperimentMismatch
+    from rgym_exp.heartbeat import DuplicateNode
+    from rgym_exp.node_log import NodeLogs
+    from rgym_exp.waiting import Stopped, Waiter, WaitTimeout
+
+    waiter = Waiter(cfg.POLL_INTERVAL, cfg.WAIT_TIMEOUT)
+    by_signal = []
+
+    def on_signal(signum, _frame):
+        by_signal.append(signum)
+        waiter.request_stop(f"{signal.Signals(signum).name} received")
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, on_signal)
+
+    try:
+        exp = Experiment.open(cfg)
+        logs = NodeLogs(exp, cfg.NODE_ID, cfg.CACHE_DIR, cfg.LOG_FLUSH_INTERVAL, cfg.LOG_LEVEL)
+    except (StoreError, ValueError) as exc:
+        log.error("cannot use GDRIVE_PATH=%s: %s", cfg.GDRIVE_PATH, exc)
+        return 2
+    logs.start()
+    log.info("%s %s joining experiment %s in %s", cfg.NODE_ROLE, cfg.NODE_ID, cfg.EXPERIMENT_NAME,
+             exp.store.description)
+    log.info("settings (not at default): %s", ", ".join(
+        f"{k}={v}" for k, v in cfg.effective(changed_only=True).items()))
+    logs.event("config", settings=cfg.effective())
+    try:
+        if cfg.NODE_ROLE == "coordinator":
+            from rgym_exp.coordinator import Coordinator
+            return Coordinator(cfg, exp, waiter).run()
+        from rgym_exp.worker import Worker  # imports torch: only workers do
+        return Worker(cfg, exp, waiter, logs).run()
+    except (ConfigError, ExperimentMismatch, DuplicateNode) as exc:
+        log.error("%s", exc)
+        return 2
+    except WaitTimeout as exc:
+        log.error("%s", exc)
+        return 3
+    except Stopped as exc:
+        log.info("stopped: %s", exc)
+        return 130 if by_signal else 4
+    except StoreError as exc:
+        log.error("shared folder error: %s", exc)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the log must say what killed the node
+        from genrl.models import ModelLoadError
+        if isinstance(exc, ModelLoadError):
+            log.error("%s", exc)
+            return 2
+        log.exception("node failed: %s", exc)
+        return 1
+    finally:
+        logs.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip() + "\n\n" + help_text())
+        return 0
+    if argv:
+        print(f"error: unexpected arguments {argv}: settings are environment variables "
+              "(see --help)", file=sys.stderr)
+        return 2
+    try:
+        cfg, notes = load_config()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_console_logging(cfg.LOG_LEVEL, cfg.NODE_ID)
+    for note in notes:
+        (log.warning if "did you mean" in note else log.info)(note)
+    if cfg.NODE_ROLE == "swarm":
+        from rgym_exp.experiment import question_source
+        from rgym_exp.swarm import Swarm
+        try:
+            question_source(cfg)  # a bad TASKS fails here once, not in every child
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 2
+        log.info("local swarm: a coordinator and %d worker(s) in %s/experiments/%s",
+                 cfg.NUM_WORKERS, cfg.GDRIVE_PATH, cfg.EXPERIMENT_NAME)
+        log.info("settings:\n%s", "\n".join(f"  {k} = {v}" for k, v in cfg.effective().items()))
+        return Swarm(cfg).run()
+    return run_node(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

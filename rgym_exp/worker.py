@@ -1,0 +1,230 @@
+"""A worker: one node's rounds, from questions to a submitted update.
+
+Round R (DESIGN.md, "One round"):
+  1. draw I questions (deterministic in seed, node, round);
+  2. generate G completions for each in one batched call and score them;
+  3. publish rollouts/round_R/{node_id}.json (or one chunk per generation batch);
+  4. gather peers' groups (one listing + ~J reads), re-score, sample J;
+  5. one GRPO update on the I local + J external groups;
+  6. submit, append a metrics line, checkpoint when due;
+  7. wait for the next round (or join a later one if the swarm moved on).
+
+A round is done when its submission file exists: a restarted worker resumes
+from its newest checkpoint and never does (or records) a round twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+
+from genrl.data import round_rng, stable_int
+from genrl.grpo import GRPOConfig, GRPOTrainer, TrainGroup
+from genrl.models import build_prompt, load_policy
+from genrl.rewards import completion_reward
+from genrl.rollouts import RolloutGroup
+from genrl.sapo import ScoredGroup, select_external
+from rgym_exp.checkpoints import CheckpointManager
+from rgym_exp.config import Config
+from rgym_exp.exchange import RolloutExchange
+from rgym_exp.experiment import Experiment, question_source
+from rgym_exp.heartbeat import Heartbeat
+from rgym_exp.node_log import NodeLogs
+from rgym_exp.records import RoundState, StateTracker, Submission, write_record
+from rgym_exp.waiting import Stopped, Waiter
+
+log = logging.getLogger(__name__)
+
+
+def grpo_config(cfg: Config) -> GRPOConfig:
+    return GRPOConfig(learning_rate=cfg.LEARNING_RATE, max_new_tokens=cfg.MAX_NEW_TOKENS,
+                      temperature=cfg.TEMPERATURE, top_p=cfg.TOP_P, beta=cfg.BETA,
+                      epsilon_low=cfg.EPSILON_LOW, epsilon_high=cfg.EPSILON_HIGH,
+                      num_iterations=cfg.NUM_ITERATIONS, micro_batch_size=cfg.MICRO_BATCH_SIZE,
+                      max_grad_norm=cfg.MAX_GRAD_NORM)
+
+
+class Worker:
+    def __init__(self, config: Config, experiment: Experiment, waiter: Waiter, logs: NodeLogs):
+        self.cfg, self.exp, self.waiter, self.logs = config, experiment, waiter, logs
+        self.node = config.NODE_ID
+        self.source = question_source(config)
+        self.exchange = RolloutExchange(experiment, self.node)
+        self.tracker = StateTracker(experiment.reader, experiment.layout.state_file)
+        self.heartbeat = Heartbeat(experiment, self.node, "worker", config.HEARTBEAT_INTERVAL,
+                                   waiter, model=config.MODEL_NAME)
+        self.trainer = None
+        self.checkpoints = None
+        self.last_done = -1
+        self.last_checkpoint = -1
+
+    def reward(self, text: str, question) -> float:
+        return completion_reward(text, question.verify, format_weight=self.cfg.FORMAT_REWARD_WEIGHT,
+                                 fallback=self.cfg.ANSWER_FALLBACK)
+
+    # --- start-up -------------------------------------------------------------------
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.heartbeat.update(phase="waiting for experiment.json")
+        self.exp.wait_and_check(self.source, self.waiter)
+        self.heartbeat.update(phase="loading model")
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()  # per-tensor loading bars do not belong in log files
+        t0 = time.perf_counter()
+        policy = load_policy(cfg.MODEL_NAME, cfg.DEVICE, cfg.DTYPE,
+                             cfg.HUGGINGFACE_ACCESS_TOKEN or None)
+        log.info("model %s loaded in %.0fs on %s (compute %s)", policy.description,
+                 time.perf_counter() - t0, policy.device, str(policy.compute_dtype).split(".")[-1])
+        self.trainer = GRPOTrainer(policy, grpo_config(cfg))
+        staging = os.path.join(os.path.dirname(self.logs.local), "checkpoint-staging")
+        self.checkpoints = CheckpointManager(self.exp, self.node, staging, cfg.CHECKPOINT_KEEP)
+        state = self.checkpoints.restore(self.trainer)
+        if state is not None:
+            self.last_done = self.last_checkpoint = int(state["round"])
+        self.logs.event("started", model=policy.description, resumed_round=self.last_done)
+
+    def save_checkpoint(self) -> None:
+        self.heartbeat.update(phase="saving checkpoint")
+        self.checkpoints.save(self.trainer, self.last_done, {"node_id": self.node,
+                                                           "model": self.cfg.MODEL_NAME})
+        self.last_checkpoint = self.last_done
+        self.logs.event("checkpoint_saved", round=self.last_done)
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def next_round(self) -> RoundState:
+        def ready():
+            state = self.tracker.refresh()
+            return state if state and (state.finished or state.round > self.last_done) else None
+        self.heartbeat.update(phase=f"waiting for round {self.last_done + 1}")
+        return self.waiter.until(ready, what=f"round {self.last_done + 1} to open",
+                                 progress=lambda: self._waiting_on())
+
+    def _waiting_on(self) -> str:
+        state = self.tracker.state
+        if state is None:
+            return "no round state yet (is the coordinator running?)"
+        return f"coordinator is at round {state.round}, waiting for {', '.join(state.waiting_for) or '-'}"
+
+    def done(self, round_: int) -> bool:
+        return self.exp.reader.read(Submission, self.exp.layout.submission(round_, self.node)) is not None
+
+    def run(self) -> int:
+        self.heartbeat.claim()
+        self.heartbeat.start()
+        status = "failed"
+        try:
+            self.setup()
+            while True:
+                state = self.next_round()
+                if state.finished:
+                    break
+                if self.done(state.round):
+                    log.info("round %d already submitted by this node; skipping", state.round)
+                    self.last_done = state.round
+                    continue
+                self.run_round(state.round)
+                self.last_done = state.round
+                if (self.last_done + 1) % self.cfg.CHECKPOINT_INTERVAL == 0:
+                    self.save_checkpoint()
+            if self.last_done > self.last_checkpoint:
+                self.save_checkpoint()
+            log.info("experiment finished; this worker did rounds up to %d", self.last_done)
+            self.logs.event("finished", round=self.last_done)
+            status = "finished"
+            return 0
+        except Stopped as exc:
+            status = "stopped"
+            log.info("stopping: %s", exc)
+            if self.trainer is not None and self.last_done > self.last_checkpoint:
+                self.save_checkpoint()  # nothing learned is lost on a clean stop
+            raise
+        finally:
+            self.heartbeat.close(status)
+
+    # --- one round ----------------------------------------------------------------------
+
+    def run_round(self, R: int) -> None:
+        cfg, t_round = self.cfg, time.perf_counter()
+        I, G, J = cfg.NUM_TRAIN_SAMPLES, cfg.NUM_GENERATIONS, cfg.NUM_TRANSPLANT_TREES
+        self.heartbeat.update(round=R, phase="generating")
+        questions = self.source.draw(self.node, R, I)
+        prompts = [build_prompt(self.trainer.tokenizer, q.text) for q in questions]
+        per_call = cfg.GENERATION_BATCH_SIZE or I
+        chunked = cfg.ROLLOUT_PUBLISH_FREQUENCY == "generation"
+        local: list[ScoredGroup] = []
+        t0 = time.perf_counter()
+        for k, start in enumerate(range(0, I, per_call)):
+            batch = self.trainer.generate(prompts[start:start + per_call], G,
+                                          seed=stable_int(f"{cfg.SEED}/{self.node}/{R}/{k}") % 2**62)
+            new = [ScoredGroup(q, [c.text for c in comps], [self.reward(c.text, q) for c in comps],
+                               [c.ended for c in comps], self.node, R, [c.ids for c in comps])
+                   for q, comps in zip(questions[start:start + per_call], batch)]
+            local += new
+            if chunked:
+                self.exchange.publish(R, self._shareable(new, R), chunk=k)
+        t_generate = time.perf_counter() - t0
+        if not chunked:
+            self.exchange.publish(R, self._shareable(local, R))
+        rewards = [r for g in local for r in g.rewards]
+        log.info("round %d: generated %d x %d completions in %.0fs, reward mean %.3f; published",
+                 R, I, G, t_generate, float(np.mean(rewards)))
+        self.waiter.check()
+
+        self.heartbeat.update(phase="gathering")
+        t0 = time.perf_counter()
+        rng = round_rng(cfg.SEED, self.node + "/sapo", R)
+        gathered = self.exchange.gather(R, J, cfg.MAX_STALENESS, rng)
+        pick = select_external(gathered.groups, J, self.source, self.reward, rng, exclude_node=self.node)
+        t_gather = time.perf_counter() - t0
+        if J:
+            log.info("round %d: gathered %s; using %d of %d usable (%d zero-advantage dropped%s)", R,
+                     gathered.summary(), len(pick.groups), pick.usable, pick.zero_advantage,
+                     "; " + ", ".join(f"{n} x {why}" for why, n in pick.rejected.items())
+                     if pick.rejected else "")
+        self.waiter.check()
+
+        self.heartbeat.update(phase="training")
+        tr = self.trainer
+        groups = [TrainGroup(tr.encode_prompt(p), g.token_ids, g.rewards) for p, g in zip(prompts, local)]
+        groups += [TrainGroup(tr.encode_prompt(build_prompt(tr.tokenizer, g.question.text)),
+                              [tr.encode_completion(t, e) for t, e in zip(g.completions, g.ended)],
+                              g.rewards) for g in pick.groups]
+        train = tr.step(groups)
+        log.info("round %d: trained on %d local + %d external groups (%d sequences, %d tokens) "
+                 "in %.0fs", R, len(local), len(pick.groups), train["train/sequences"],
+                 train.get("train/tokens", 0), train["time/train_s"])
+
+        metrics = {
+            "round": R, "node_id": self.node, "reward_mean": float(np.mean(rewards)),
+            "reward_std": float(np.std(rewards)),
+            "external_groups_received": len(gathered.groups), "external_groups_used": len(pick.groups),
+            "external_groups_usable": pick.usable, "external_zero_advantage": pick.zero_advantage,
+            "external_rejected": sum(pick.rejected.values()) + sum(gathered.rejected.values()),
+            "local_groups": len(local), "local_groups_with_signal": sum(g.has_signal for g in local),
+            "completions_ended_frac": float(np.mean([e for g in local for e in g.ended])),
+            "answer_tag_frac": float(np.mean(["<answer>" in t for g in local for t in g.completions])),
+            "time/generate_s": t_generate, "time/gather_s": t_gather,
+            "round_seconds": time.perf_counter() - t_round, **train}
+        submission = Submission(round=R, node_id=self.node, reward_mean=metrics["reward_mean"],
+                                external_groups_received=metrics["external_groups_received"],
+                                external_groups_used=metrics["external_groups_used"],
+                                local_groups=len(local), round_seconds=metrics["round_seconds"],
+                                model=cfg.MODEL_NAME, finished_at=time.time(), metrics=metrics)
+        write_record(self.exp.store, self.exp.layout.submission(R, self.node), submission)
+        self.logs.metric({**metrics, "time": time.time()})
+        self.heartbeat.update(last_reward=metrics["reward_mean"], external_used=len(pick.groups),
+                              phase=f"submitted round {R}")
+        log.info("round %d submitted in %.0fs: reward %.3f, external %d received / %d used", R,
+                 metrics["round_seconds"], metrics["reward_mean"], metrics["external_groups_received"],
+                 metrics["external_groups_used"])
+
+    def _shareable(self, groups: list[ScoredGroup], R: int) -> list[RolloutGroup]:
+        return [RolloutGroup(node_id=self.node, round=R, model=self.cfg.MODEL_NAME,
+                             question=g.question.text, source=g.question.source,
+                             completions=g.completions, rewards=g.rewards, ended=g.ended)
+                for g in groups]

@@ -1,0 +1,22 @@
+"""Packaging for RL Swarm (Google Drive mode): `pip install -e .`"""
+
+from setuptools import find_packages, setup
+
+
+def requirements():
+    with open("requirements.txt") as fh:
+        return [line.strip() for line in fh if line.strip() and not line.startswith("#")]
+
+
+setup(
+    name="rl-swarm-gdrive",
+    version="0.1.0",
+    description="Decentralized RL post-training (SAPO) of small language models over a shared folder",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["genrl", "genrl.*", "rgym_exp", "rgym_exp.*"]),
+    python_requires=">=3.10",
+    install_requires=requirements(),
+    extras_require={"dev": ["pytest>=7", "hypothesis>=6.80"]},
+    entry_points={"console_scripts": ["rl-swarm=rgym_exp.runner.swarm_launcher:main"]},
+)
