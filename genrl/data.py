@@ -15,9 +15,11 @@ Draws are deterministic: the same (seed, node, round) gives the same questions.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -189,7 +191,8 @@ class ReasoningGymSource:
         return questions
 
     def _question(self, task: TaskSpec, ds, index: int) -> Question:
-        entry = ds[index]
+        with contextlib.redirect_stdout(io.StringIO()):  # some generators (bf) print progress dots
+            entry = ds[index]
         source = {"kind": "reasoning_gym", "task": task.name, "config": task.config,
                   "seed": self.seed, "size": len(ds), "index": index}
         answer = entry.get("answer")

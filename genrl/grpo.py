@@ -63,6 +63,17 @@ def group_advantages(rewards: list[float], eps: float = 1e-4) -> list[float]:
     return ((r - r.mean()) / (std + eps)).tolist()
 
 
+def clipped_pg_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
+                    eps_low: float, eps_high: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token clipped policy-gradient loss and a 0/1 mask of the tokens
+    whose ratio left the trust region (their gradient is zero)."""
+    ratio = torch.exp(logp - old_logp)
+    clipped = ratio.clamp(1 - eps_low, 1 + eps_high)
+    loss = -torch.min(ratio * adv, clipped * adv)
+    was_clipped = ((ratio < 1 - eps_low) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
+    return loss, was_clipped.float()
+
+
 class GRPOTrainer:
     def __init__(self, policy: Policy, config: GRPOConfig):
         self.policy, self.config = policy, config
@@ -183,9 +194,8 @@ class GRPOTrainer:
                 logp, mask = self._logprobs(self.model, mb)
                 old_logp = old[k] if old is not None else logp.detach()
                 adv = torch.tensor([s[2] for s in mb], device=self.device).unsqueeze(1)
-                ratio = torch.exp(logp - old_logp)
-                clipped = ratio.clamp(1 - cfg.epsilon_low, 1 + cfg.epsilon_high)
-                per_token = -torch.min(ratio * adv, clipped * adv)
+                per_token, was_clipped = clipped_pg_loss(logp, old_logp, adv, cfg.epsilon_low,
+                                                         cfg.epsilon_high)
                 if ref is not None:
                     delta = ref[k] - logp
                     kl = torch.exp(delta) - delta - 1
@@ -194,8 +204,6 @@ class GRPOTrainer:
                 loss = (per_token * mask).sum() / n_tokens
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
                 totals["loss"] += loss.item() / cfg.num_iterations
-                was_clipped = (((ratio < 1 - cfg.epsilon_low) & (adv < 0))
-                               | ((ratio > 1 + cfg.epsilon_high) & (adv > 0))).float()
                 totals["clipped"] += float((was_clipped * mask).sum()) / n_tokens / cfg.num_iterations
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)

@@ -50,6 +50,11 @@ class Config:
     GDRIVE_PATH: str = setting("", f"shared folder: a directory (Colab: {COLAB_DRIVE} when that "
                                "exists, else ./swarm_data) or gdrive://<folder-id> for the Drive "
                                "API", group="swarm")
+    GDRIVE_CREDENTIALS: str = setting("", "for gdrive:// paths: a service-account key or OAuth token "
+                                      "JSON file; default: GOOGLE_APPLICATION_CREDENTIALS, then "
+                                      "Colab's google.colab.auth", group="swarm", secret=False)
+    GDRIVE_API_ENDPOINT: str = setting("", "for gdrive:// paths: Drive API base URL (tests, "
+                                       "proxies); default: Google's", group="swarm")
     EXPERIMENT_NAME: str = setting("rl-swarm", "experiment folder under GDRIVE_PATH/experiments; "
                                    "nodes with the same name form one swarm", group="swarm")
     NODE_ID: str = setting("", "this node's name; default: stable per machine "

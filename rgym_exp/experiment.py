@@ -49,7 +49,7 @@ class Experiment:
 
     @classmethod
     def open(cls, config: Config) -> "Experiment":
-        store = open_store(config.GDRIVE_PATH)
+        store = open_store(config.GDRIVE_PATH, config.GDRIVE_CREDENTIALS, config.GDRIVE_API_ENDPOINT)
         return cls(config, store, Layout(config.EXPERIMENT_NAME), RecordReader(store))
 
     def info_for(self, source) -> ExperimentInfo:

@@ -255,10 +255,12 @@ class RetryingStore:
         return self._call("download", path, local_path, max_bytes)
 
 
-def open_store(gdrive_path: str) -> Store:
-    """The store a GDRIVE_PATH names: ``gdrive://<folder-id>`` for the Drive API,
-    anything else a directory. Always wrapped in RetryingStore."""
+def open_store(gdrive_path: str, credentials: str = "", endpoint: str = "") -> Store:
+    """The store a GDRIVE_PATH names: ``gdrive://<folder-id>`` for the Drive API
+    (GDRIVE_CREDENTIALS, GDRIVE_API_ENDPOINT), anything else a directory.
+    Always wrapped in RetryingStore."""
     if gdrive_path.startswith("gdrive://"):
         from rgym_exp.drive.drive_api import DriveApiStore
-        return RetryingStore(DriveApiStore.from_url(gdrive_path))
+        return RetryingStore(DriveApiStore.from_url(gdrive_path, credentials=credentials,
+                                                    endpoint=endpoint))
     return RetryingStore(FolderStore(gdrive_path))

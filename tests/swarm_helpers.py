@@ -1,0 +1,74 @@
+"""Running real launcher processes in tests: environments, start, wait, read results.
+
+A temp directory stands in for Drive; models are the tiny ones from conftest.
+Fast protocol timings (heartbeat, polling) keep multi-process tests short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FAST = {
+    "HEARTBEAT_INTERVAL": "0.5", "POLL_INTERVAL": "0.2", "PEER_TIMEOUT": "20",
+    "LOG_FLUSH_INTERVAL": "0.5", "WAIT_TIMEOUT": "120", "ROUND_TIMEOUT": "60",
+}
+
+
+def node_env(drive: str, model: str, home: str, **overrides) -> dict:
+    """Environment for one launcher process on a tiny model, fast timings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NODE_", "NUM_", "MAX_"))}
+    env.update(FAST)
+    env.update({
+        "GDRIVE_PATH": drive, "EXPERIMENT_NAME": "exp", "MODEL_NAME": model,
+        "TASKS": "basic_arithmetic{min_terms=2;max_terms=2;min_digits=1;max_digits=1}",
+        "NUM_TRAIN_SAMPLES": "2", "NUM_TRANSPLANT_TREES": "2", "NUM_GENERATIONS": "4",
+        "MAX_NEW_TOKENS": "8", "MAX_ROUNDS": "3", "HOME": home, "XDG_CONFIG_HOME": f"{home}/.config",
+        "CACHE_DIR": f"{home}/cache", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": REPO + os.pathsep + env.get("PYTHONPATH", ""), "PYTHONUNBUFFERED": "1",
+    })
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def start_node(env: dict, log_path: str, role: str, node_id: str) -> subprocess.Popen:
+    env = dict(env, NODE_ROLE=role, NODE_ID=node_id)
+    out = open(log_path, "ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "rgym_exp.runner.swarm_launcher"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    finally:
+        out.close()
+
+
+def wait_all(procs: list[subprocess.Popen], timeout: float) -> list[int]:
+    end = time.monotonic() + timeout
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=max(0.1, end - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    return codes
+
+
+def exp_dir(drive: str, name: str = "exp") -> str:
+    return os.path.join(drive, "experiments", name)
+
+
+def read_json(path: str):
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def metrics(drive: str, node: str, name: str = "exp") -> list[dict]:
+    path = os.path.join(exp_dir(drive, name), "logs", node, "metrics.jsonl")
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
