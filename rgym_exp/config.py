@@ -216,9 +216,9 @@ def default_gdrive_path() -> str:
     return COLAB_DRIVE if os.path.isdir(os.path.dirname(COLAB_DRIVE)) else os.path.abspath("swarm_data")
 
 
-def stable_node_id() -> str:
+def stable_node_id(environ: Mapping[str, str] = os.environ) -> str:
     """A node id kept in ~/.config/rl-swarm/node_id, so restarts on this machine reuse it."""
-    folder = os.path.join(os.environ.get("XDG_CONFIG_HOME", os.path.expanduser("~/.config")),
+    folder = os.path.join(environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"),
                           "rl-swarm")
     path = os.path.join(folder, "node_id")
     try:
@@ -256,7 +256,7 @@ def load_config(environ: Mapping[str, str] = os.environ) -> tuple[Config, list[s
     elif not values["GDRIVE_PATH"].startswith("gdrive://"):
         values["GDRIVE_PATH"] = os.path.abspath(os.path.expanduser(values["GDRIVE_PATH"]))
     if not values.get("NODE_ID"):
-        values["NODE_ID"] = stable_node_id()
+        values["NODE_ID"] = stable_node_id(environ)
     try:
         check_name("EXPERIMENT_NAME", values.get("EXPERIMENT_NAME", Config.EXPERIMENT_NAME))
         check_name("NODE_ID", values["NODE_ID"])

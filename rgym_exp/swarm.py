@@ -88,13 +88,21 @@ class Swarm:
                     self.show(line)
 
     def signal(self, signum, _frame) -> None:
-        self.stop_requested += 1
-        sig = signal.SIGTERM if self.stop_requested == 1 else signal.SIGKILL
-        log.warning("%s: %s all nodes%s", signal.Signals(signum).name,
-                    "stopping" if sig == signal.SIGTERM else "killing",
-                    " (press Ctrl-C again to kill at once)" if sig == signal.SIGTERM else "")
-        self._send(sig)
-        self.stop_at = time.monotonic() + STOP_GRACE
+        self.user_stops += 1
+        if self.user_stops == 1:
+            log.warning("%s: stopping all nodes (press Ctrl-C again to kill them at once)",
+                        signal.Signals(signum).name)
+            self.stop("stop requested", grace=STOP_GRACE)
+        else:
+            log.warning("%s again: killing all nodes", signal.Signals(signum).name)
+            self._send(signal.SIGKILL)
+
+    def stop(self, reason: str, grace: float, delay: float = 0.0) -> None:
+        """SIGTERM every running node after ``delay`` s; SIGKILL ``grace`` s later."""
+        if self.stopping is None:
+            self.stopping = reason
+            self.term_at = time.monotonic() + delay
+            self.kill_at = self.term_at + grace
 
     def _send(self, sig) -> None:
         for child in self.children:
@@ -104,30 +112,40 @@ class Swarm:
                 except ProcessLookupError:
                     pass
 
+    def _supervise(self, reported: set) -> None:
+        for child in self.children:
+            code = child.proc.poll()
+            if code is None or child.node_id in reported:
+                continue
+            reported.add(child.node_id)
+            (log.info if code == 0 else log.error)("%s %s exited with code %d%s", child.role,
+                                                   child.node_id, code,
+                                                   "" if code == 0 else f" (see {child.log_path})")
+            if child.role == "coordinator" and code != 0:
+                self.stop("the coordinator failed", grace=STOP_GRACE)
+        workers = [c.proc.poll() for c in self.children if c.role == "worker"]
+        if None not in workers:  # a coordinator left alone would wait for nobody
+            failed = any(code != 0 for code in workers)
+            self.stop("every worker has exited", grace=STOP_GRACE, delay=0 if failed else 30)
+        now = time.monotonic()
+        if self.term_at is not None and now >= self.term_at:
+            log.info("%s: stopping the remaining nodes", self.stopping)
+            self._send(signal.SIGTERM)
+            self.term_at = None
+        if self.kill_at is not None and now >= self.kill_at:
+            log.error("nodes did not stop within %.0fs: killing them", STOP_GRACE)
+            self._send(signal.SIGKILL)
+            self.kill_at = None
+
     def run(self) -> int:
-        self.stop_at = None
+        self.user_stops, self.stopping, self.term_at, self.kill_at = 0, None, None, None
         old = {s: signal.signal(s, self.signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        reported: set = set()
         try:
             self.start()
-            reported = set()
-            while True:
+            while len(reported) < len(self.children):
                 self.follow()
-                for child in self.children:
-                    code = child.proc.poll()
-                    if code is not None and child.node_id not in reported:
-                        reported.add(child.node_id)
-                        (log.info if code == 0 else log.error)(
-                            "%s %s exited with code %d%s", child.role, child.node_id, code,
-                            "" if code == 0 else f" (see {child.log_path})")
-                        if child.role == "coordinator" and code != 0 and not self.stop_requested:
-                            log.error("the coordinator failed: stopping the workers")
-                            self.signal(signal.SIGTERM, None)
-                if len(reported) == len(self.children):
-                    break
-                if self.stop_at is not None and time.monotonic() > self.stop_at:
-                    log.error("nodes did not stop within %.0fs: killing them", STOP_GRACE)
-                    self._send(signal.SIGKILL)
-                    self.stop_at = None
+                self._supervise(reported)
                 time.sleep(0.5)
             self.follow()
         finally:
@@ -136,7 +154,7 @@ class Swarm:
                 signal.signal(s, handler)
         codes = {c.node_id: c.proc.returncode for c in self.children}
         failed = {n: c for n, c in codes.items() if c != 0}
-        if self.stop_requested:
+        if self.user_stops:
             log.info("swarm stopped by request; logs in %s", self.folder)
             return 130
         if failed:

@@ -192,9 +192,9 @@ class DriveApiStore:
             ids += [i for i in sorted(mine) if i not in ids]  # ours, not listed yet
             if not ids and create:
                 new = self._new_id()
-                self._call(folder, "files.create", lambda: self._create_ok(lambda: self.files.create(
-                    body={"id": new, "name": name, "mimeType": FOLDER, "parents": [parents[0]]},
-                    fields="id", **ALL_DRIVES)), execute=False)
+                body = {"id": new, "name": name, "mimeType": FOLDER, "parents": [parents[0]]}
+                self._call(folder, "files.create", lambda: self._create_ok(
+                    lambda: self.files.create(body=body, fields="id", **ALL_DRIVES)), execute=False)
                 ids, mine = [new], {new}
             if ids:
                 self._dirs[folder] = _Dir(ids, hit.first if hit else now, now, mine)
@@ -234,7 +234,7 @@ class DriveApiStore:
         return meta
 
     def _remember(self, meta: dict, data: bytes) -> None:
-        """Keep a small file's content under its (id, md5): unchanged files are not fetched twice."""
+        """Keep a small file's content by (id, md5): an unchanged file is not fetched twice."""
         md5 = meta.get("md5Checksum")
         if md5 and len(data) <= CACHE_FILE_BYTES and hashlib.md5(data).hexdigest() == md5:
             with self._lock:
@@ -306,8 +306,8 @@ class DriveApiStore:
     def write(self, path: str, data: bytes) -> None:
         def media(resumable):
             from googleapiclient.http import MediaIoBaseUpload
-            return MediaIoBaseUpload(io.BytesIO(data), mimetype=_mime(path), chunksize=self.chunk_size,
-                                     resumable=resumable)
+            return MediaIoBaseUpload(io.BytesIO(data), mimetype=_mime(path),
+                                     chunksize=self.chunk_size, resumable=resumable)
         self._put(path, media, len(data))
         self._remember(self._own.get(path, {}), data)
 
@@ -343,7 +343,8 @@ class DriveApiStore:
                 continue
             try:  # an existing file: new content in place
                 meta = self._send(path, "files.update", lambda: self.files.update(
-                    fileId=known, media_body=media(resumable), fields=META, **ALL_DRIVES), resumable)
+                    fileId=known, media_body=media(resumable), fields=META, **ALL_DRIVES),
+                    resumable)
                 self._own[path] = meta or {"id": known}
                 self._pending.pop(path, None)
                 return
@@ -397,7 +398,8 @@ class DriveApiStore:
 
     def _remove(self, file_id: str, path: str) -> None:
         try:
-            self._call(path, "files.delete", lambda: self.files.delete(fileId=file_id, **ALL_DRIVES))
+            self._call(path, "files.delete",
+                       lambda: self.files.delete(fileId=file_id, **ALL_DRIVES))
         except DriveError as exc:
             if exc.status == 404:
                 return

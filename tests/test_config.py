@@ -1,0 +1,130 @@
+"""Configuration: every env var in one place, clear errors, sane computed defaults."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rgym_exp.config import SETTINGS, Config, ConfigError, help_text, likely_typos, load_config
+from tests.swarm_helpers import REPO
+
+REFERENCE_NAMES = ["GDRIVE_PATH", "EXPERIMENT_NAME", "NODE_ROLE", "NODE_ID", "MODEL_NAME", "SEED",
+                   "NUM_TRAIN_SAMPLES", "NUM_TRANSPLANT_TREES", "NUM_GENERATIONS", "MAX_ROUNDS",
+                   "CHECKPOINT_INTERVAL", "ROLLOUT_PUBLISH_FREQUENCY", "ROLLOUT_CLEANUP_ENABLED",
+                   "ROLLOUT_KEEP_LAST_N_ROUNDS", "ROLLOUT_ARCHIVE_OLD", "LOG_FLUSH_INTERVAL",
+                   "COORDINATOR_ROUND_INTERVAL", "TEST_MODE", "HUGGINGFACE_ACCESS_TOKEN",
+                   "ROUND_TIMEOUT", "NUM_WORKERS", "LEARNING_RATE", "MAX_NEW_TOKENS", "TEMPERATURE",
+                   "BETA", "TASKS"]
+
+
+def env(tmp_path, **kw):
+    base = {"XDG_CONFIG_HOME": str(tmp_path / "cfg"), "GDRIVE_PATH": str(tmp_path / "drive")}
+    base.update({k: str(v) for k, v in kw.items()})
+    return base
+
+
+def test_every_reference_setting_exists_with_help():
+    for name in REFERENCE_NAMES:
+        assert name in SETTINGS and len(SETTINGS[name].metadata["help"]) > 10, name
+
+
+def test_defaults_follow_the_paper_and_the_reference(tmp_path):
+    cfg, _ = load_config(env(tmp_path))
+    assert cfg.MODEL_NAME == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert (cfg.NUM_TRAIN_SAMPLES, cfg.NUM_TRANSPLANT_TREES, cfg.NUM_GENERATIONS) == (4, 4, 8)
+    assert cfg.BETA == 0.0 and (cfg.EPSILON_LOW, cfg.EPSILON_HIGH) == (0.2, 0.28)
+    assert cfg.NODE_ROLE == "swarm"
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("NUM_GENERATIONS", "1", "NUM_GENERATIONS='1' is not valid: must be >= 2"),
+    ("MAX_ROUNDS", "ten", "MAX_ROUNDS='ten' is not valid: expected an int"),
+    ("NODE_ROLE", "boss", "allowed are swarm, coordinator, worker"),
+    ("ROLLOUT_PUBLISH_FREQUENCY", "hourly", "allowed are round, stage, generation"),
+    ("ROLLOUT_CLEANUP_ENABLED", "maybe", "expected true or false"),
+    ("TEMPERATURE", "nan", "finite"),
+    ("QUORUM", "1.5", "must be <= 1.0"),
+    ("DEVICE", "tpu", "DEVICE='tpu' is not valid"),
+    ("NODE_ID", "../evil", "NODE_ID='../evil' is not allowed"),
+    ("NODE_ID", "a/b", "is not allowed"),
+    ("NODE_ID", "has space", "is not allowed"),
+    ("EXPERIMENT_NAME", "..", "EXPERIMENT_NAME='..' is not allowed"),
+    ("EXPERIMENT_NAME", "x" * 65, "is not allowed"),
+])
+def test_invalid_values_name_the_variable_the_value_and_what_is_allowed(tmp_path, name, value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(env(tmp_path, **{name: value}))
+
+
+def test_booleans_accept_the_reference_spelling(tmp_path):
+    cfg, _ = load_config(env(tmp_path, ROLLOUT_CLEANUP_ENABLED="False", ROLLOUT_ARCHIVE_OLD="True"))
+    assert cfg.ROLLOUT_CLEANUP_ENABLED is False and cfg.ROLLOUT_ARCHIVE_OLD is True
+
+
+def test_test_mode_lowers_defaults_but_explicit_values_win(tmp_path):
+    cfg, _ = load_config(env(tmp_path, TEST_MODE="true", NUM_GENERATIONS="6"))
+    assert cfg.MAX_ROUNDS == 3 and cfg.NUM_TRAIN_SAMPLES == 2 and cfg.NUM_GENERATIONS == 6
+
+
+def test_likely_typos_are_warned_about():
+    warnings = likely_typos({"NUM_GENERATION": "4", "PATH": "/bin", "MAX_ROUND": "3"})
+    assert any("NUM_GENERATION is not a setting; did you mean NUM_GENERATIONS" in w for w in warnings)
+    assert any("MAX_ROUNDS" in w for w in warnings) and not any("PATH" in w for w in warnings)
+
+
+def test_node_id_is_stable_across_restarts_on_one_machine(tmp_path):
+    first, _ = load_config(env(tmp_path))
+    second, _ = load_config(env(tmp_path))
+    assert first.NODE_ID == second.NODE_ID
+    other, _ = load_config(env(tmp_path / "elsewhere"))
+    assert other.NODE_ID != first.NODE_ID
+
+
+def test_gdrive_path_defaults_to_a_local_folder_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg, notes = load_config({"XDG_CONFIG_HOME": str(tmp_path)})
+    assert cfg.GDRIVE_PATH == str(tmp_path / "swarm_data")
+    assert any("GDRIVE_PATH not set: using" in n for n in notes)
+
+
+def test_cleanup_must_keep_the_rounds_workers_still_read(tmp_path):
+    with pytest.raises(ConfigError, match="ROLLOUT_KEEP_LAST_N_ROUNDS=2 must be > MAX_STALENESS=2"):
+        load_config(env(tmp_path, ROLLOUT_KEEP_LAST_N_ROUNDS=2, MAX_STALENESS=2))
+
+
+def test_secrets_are_masked_in_the_logged_configuration(tmp_path):
+    cfg, _ = load_config(env(tmp_path, HUGGINGFACE_ACCESS_TOKEN="hf_secret"))
+    assert cfg.effective()["HUGGINGFACE_ACCESS_TOKEN"] == "***"
+    assert "hf_secret" not in str(cfg.effective(changed_only=True))
+
+
+def run_launcher(environ, *args):
+    return subprocess.run([sys.executable, "-m", "rgym_exp.runner.swarm_launcher", *args],
+                          env={**os.environ, "PYTHONPATH": REPO, **environ}, capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+
+
+def test_launcher_exits_2_with_one_clear_message_on_a_bad_value(tmp_path):
+    out = run_launcher(env(tmp_path, NUM_TRAIN_SAMPLES="-3"))
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: NUM_TRAIN_SAMPLES='-3' is not valid: must be >= 1"
+
+
+def test_launcher_rejects_an_unknown_task_before_starting_nodes(tmp_path):
+    out = run_launcher(env(tmp_path, TASKS="basic_arithmetc", HOME=str(tmp_path)))
+    assert out.returncode == 2 and "did you mean basic_arithmetic" in out.stderr
+
+
+def test_help_lists_every_variable_with_its_default(tmp_path):
+    out = run_launcher({}, "--help")
+    assert out.returncode == 0
+    for name, f in SETTINGS.items():
+        assert f"  {name} (default " in out.stdout, name
+    assert help_text() in out.stdout
+
+
+def test_config_is_a_frozen_dataclass():
+    cfg = Config()
+    with pytest.raises(Exception):
+        cfg.SEED = 3

@@ -1,0 +1,166 @@
+"""The coordinator's decisions, driven by a fake clock over a temp folder."""
+
+import logging
+import sys
+
+import pytest
+
+from rgym_exp.config import load_config
+from rgym_exp.coordinator import Coordinator
+from rgym_exp.experiment import Experiment
+from rgym_exp.records import PeerRecord, RoundState, Submission, write_record
+from rgym_exp.waiting import Waiter
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+def make(drive, tmp_path, **settings):
+    env = {"GDRIVE_PATH": drive, "XDG_CONFIG_HOME": str(tmp_path), "NODE_ID": "coord",
+           "TASKS": "basic_arithmetic", "ROUND_TIMEOUT": "100", "PEER_TIMEOUT": "50",
+           "HEARTBEAT_INTERVAL": "10", "POLL_INTERVAL": "1", "MAX_ROUNDS": "5"}
+    env.update({k: str(v) for k, v in settings.items()})
+    cfg, _ = load_config(env)
+    exp = Experiment.open(cfg)
+    clock = Clock()
+    return Coordinator(cfg, exp, Waiter(1, 10), clock=clock), exp, clock
+
+
+def beat(exp, node, n, role="worker", status="running"):
+    write_record(exp.store, exp.layout.peer(node),
+                 PeerRecord(node_id=node, role=role, session="s-" + node, beat=n, status=status))
+
+
+def submit(exp, r, node):
+    write_record(exp.store, exp.layout.submission(r, node),
+                 Submission(round=r, node_id=node, reward_mean=0.5, external_groups_received=0,
+                            external_groups_used=0, local_groups=2, round_seconds=1.0))
+
+
+def test_round_closes_when_every_live_worker_submitted(drive, tmp_path):
+    coord, exp, clock = make(drive, tmp_path)
+    state = coord.resume_or_start()
+    beat(exp, "w1", 1), beat(exp, "w2", 1)
+    submit(exp, 0, "w1")
+    state = coord.tick(state)
+    assert state.round == 0 and state.waiting_for == ["w2"]
+    submit(exp, 0, "w2")
+    clock.now += 1
+    assert coord.tick(state).round == 1
+
+
+def test_a_quorum_below_one_closes_early(drive, tmp_path):
+    coord, exp, clock = make(drive, tmp_path, QUORUM=0.5)
+    state = coord.resume_or_start()
+    for w in ("w1", "w2", "w3", "w4"):
+        beat(exp, w, 1)
+    submit(exp, 0, "w1"), submit(exp, 0, "w2")
+    assert coord.tick(state).round == 1
+
+
+def test_timeout_moves_on_and_names_the_late_workers(drive, tmp_path, caplog):
+    coord, exp, clock = make(drive, tmp_path)
+    state = coord.resume_or_start()
+    beat(exp, "w1", 1), beat(exp, "slow", 1)
+    submit(exp, 0, "w1")
+    state = coord.tick(state)
+    clock.now += 101
+    beat(exp, "slow", 2)          # alive, just slow
+    coord._peers_read_at = -1e18
+    with caplog.at_level(logging.WARNING):
+        state = coord.tick(state)
+    assert state.round == 1 and "late: slow" in caplog.text
+
+
+def test_a_worker_whose_heartbeat_stops_is_not_waited_for(drive, tmp_path):
+    coord, exp, clock = make(drive, tmp_path)
+    state = coord.resume_or_start()
+    beat(exp, "w1", 1), beat(exp, "dead", 7)
+    state = coord.tick(state)
+    for k in range(6):                 # w1 keeps beating, "dead" does not
+        clock.now += 10
+        beat(exp, "w1", 2 + k)
+        coord._peers_read_at = -1e18
+        state = coord.tick(state)
+    assert coord.live_workers() == {"w1"}
+    submit(exp, 0, "w1")
+    assert coord.tick(state).round == 1
+
+
+def test_liveness_ignores_the_workers_clock(drive, tmp_path):
+    coord, exp, clock = make(drive, tmp_path)
+    coord.resume_or_start()
+    rec = PeerRecord(node_id="skewed", role="worker", session="s", beat=1, status="running",
+                     updated_at=clock.now - 600)   # ten minutes behind
+    write_record(exp.store, exp.layout.peer("skewed"), rec)
+    coord.observe_peers()
+    assert coord.live_workers() == {"skewed"}
+
+
+def test_no_submission_extends_the_deadline_instead_of_skipping_the_round(drive, tmp_path):
+    coord, exp, clock = make(drive, tmp_path)
+    state = coord.resume_or_start()
+    clock.now += 101
+    state = coord.tick(state)
+    assert state.round == 0 and state.deadline == pytest.approx(clock.now + 100)
+
+
+def test_fixed_interval_mode_advances_on_the_timer(drive, tmp_path):
+    coord, exp, clock = make(drive, tmp_path, COORDINATOR_ROUND_INTERVAL=30)
+    state = coord.resume_or_start()
+    assert coord.tick(state).round == 0
+    clock.now += 31
+    assert coord.tick(state).round == 1
+
+
+def test_the_experiment_finishes_after_max_rounds_and_can_be_extended(drive, tmp_path):
+    coord, exp, clock = make(drive, tmp_path, MAX_ROUNDS=2)
+    state = coord.resume_or_start()
+    beat(exp, "w1", 1)
+    for r in range(2):
+        submit(exp, r, "w1")
+        state = coord.tick(state)
+    assert state.finished and state.round == 1
+    longer, _, _ = make(drive, tmp_path, MAX_ROUNDS=4)
+    assert longer.resume_or_start().round == 2
+
+
+def test_a_restarted_coordinator_continues_from_the_state_file(drive, tmp_path):
+    coord, exp, clock = make(drive, tmp_path)
+    state = coord.resume_or_start()
+    beat(exp, "w1", 1)
+    for r in range(3):
+        submit(exp, r, "w1")
+        state = coord.tick(state)
+    assert state.round == 3
+    again, _, _ = make(drive, tmp_path)
+    assert again.resume_or_start().round == 3
+
+
+@pytest.mark.parametrize("archive", [False, True])
+def test_old_rollout_rounds_are_removed_or_archived(drive, tmp_path, archive):
+    coord, exp, clock = make(drive, tmp_path, ROLLOUT_KEEP_LAST_N_ROUNDS=2, MAX_ROUNDS=10,
+                             ROLLOUT_ARCHIVE_OLD=archive)
+    state = coord.resume_or_start()
+    beat(exp, "w1", 1)
+    for r in range(5):
+        exp.store.write(exp.layout.rollout(r, "w1"), b"{}")
+        submit(exp, r, "w1")
+        state = coord.tick(state)
+    assert state.round == 5                       # the last 2 rounds are 4 and 5 (current)
+    kept = sorted(e.name for e in exp.store.list(exp.layout.rollouts_root))
+    assert kept == ["round_4"]
+    archived = exp.store.list(f"{exp.layout.root}/archive/rollouts")
+    assert sorted(e.name for e in archived) == ([f"round_{r}" for r in range(4)] if archive else [])
+
+
+def test_the_coordinator_never_imports_torch():
+    import subprocess
+    code = ("import sys; from rgym_exp.coordinator import Coordinator; "
+            "from rgym_exp.runner import swarm_launcher; assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
