@@ -81,9 +81,10 @@ class Swarm:
             except OSError:
                 continue
             child.offset += len(data)
-            text = child.partial + data.decode("utf-8", "replace").replace("\r", "\n")
+            text = child.partial + data.decode("utf-8", "replace")
             *lines, child.partial = text.split("\n")
             for line in lines:
+                line = line.rsplit("\r", 1)[-1]  # a progress bar's last state, not every redraw
                 if line.strip():
                     self.show(line)
 
