@@ -26,7 +26,8 @@ like one for the folder protocol (DESIGN.md):
   process remembers the ids it created (files and folders), so it neither creates a
   second copy nor fails to read back what it just wrote.
 * Cost. Listing a folder: one paginated files.list. Reading a file: one files.list
-  lookup + one download. ``calls`` counts requests by method.
+  lookup + one download, and no download when its (id, md5Checksum) is one this
+  process already holds (small files it read or wrote). ``calls`` counts requests.
 """
 
 from __future__ import annotations
@@ -418,6 +419,13 @@ class DriveApiStore:
         hit, own = self._dirs.get(path), self._own.get(path)
         extra = (hit.mine if hit else set()) | ({own["id"]} if own else set())
         return found + [{"id": i} for i in sorted(extra - known)]
+
+    @about("makedirs")
+    def makedirs(self, folder: str) -> None:
+        """Create a folder ahead of its writers (not in the Store protocol yet): when the
+        coordinator makes round R's folders before opening R, workers find them instead of
+        each creating a copy within Drive's listing lag."""
+        self._folder(check_path(folder), create=True)
 
     @about("delete")
     def delete(self, path: str) -> None:

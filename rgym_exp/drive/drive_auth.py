@@ -27,6 +27,7 @@ import json
 import os
 import threading
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import httplib2
 
@@ -125,9 +126,10 @@ def connect(credentials: str = "", endpoint: str = ""):
     if endpoint:
         base = endpoint if endpoint.endswith("/") else endpoint + "/"
         node = os.environ.get("NODE_ID", "")
+        local_host = urlsplit(base).hostname in ("127.0.0.1", "localhost", "::1")
 
         def new_http():
-            http = _http(proxy_info=None)
+            http = _http(proxy_info=None) if local_host else _http()
             return _Tagged(http, NODE_HEADER, node) if node else http
         # client_options.api_endpoint would keep the upload URLs' https scheme and drop the
         # service path, so point the bundled document's rootUrl at the endpoint instead.
