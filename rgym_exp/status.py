@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from rgym_exp.config import Config
+from rgym_exp.config import Config, default_gdrive_path
 from rgym_exp.drive.layout import Layout, parse_node_file
 from rgym_exp.drive.store import Store, StoreError, open_store
 from rgym_exp.records import ExperimentInfo, PeerRecord, RecordReader, RoundState
@@ -202,7 +202,8 @@ def open_experiment(gdrive_path: str, experiment: str, credentials: str = "",
     if not gdrive_path.startswith("gdrive://"):
         gdrive_path = os.path.abspath(os.path.expanduser(gdrive_path))
         if not os.path.isdir(gdrive_path):  # open_store would create it
-            raise Usage(f"folder {gdrive_path} does not exist (is Drive mounted?)")
+            raise Usage(f"folder {gdrive_path} does not exist (set GDRIVE_PATH or --gdrive-path;"
+                        " on Colab, mount Drive first)")
     try:
         store = open_store(gdrive_path, credentials, endpoint)
         names = [e.name for e in store.list(os.path.dirname(layout.root)) if e.is_dir]
@@ -217,8 +218,9 @@ def open_experiment(gdrive_path: str, experiment: str, credentials: str = "",
 def add_folder_args(parser: argparse.ArgumentParser) -> None:
     """--gdrive-path, --experiment, --credentials, --endpoint (env vars as defaults)."""
     env = os.environ.get
-    parser.add_argument("--gdrive-path", default=env("GDRIVE_PATH", ""),
-                        help="shared folder or gdrive://<folder-id> (default: $GDRIVE_PATH)")
+    parser.add_argument("--gdrive-path", default=env("GDRIVE_PATH", "") or default_gdrive_path(),
+                        help="shared folder or gdrive://<folder-id> (default: $GDRIVE_PATH, else "
+                        "the launcher's: the Colab Drive folder or ./swarm_data)")
     parser.add_argument("--experiment", default=env("EXPERIMENT_NAME", "") or Config.EXPERIMENT_NAME,
                         help="experiment name (default: $EXPERIMENT_NAME, else rl-swarm)")
     parser.add_argument("--credentials", default=env("GDRIVE_CREDENTIALS", ""),
