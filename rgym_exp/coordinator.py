@@ -55,6 +55,11 @@ class Coordinator:
         return state
 
     def _open(self, round_: int) -> RoundState:
+        try:  # made once here, so workers publishing at the same moment share one folder
+            self.exp.store.makedirs(self.layout.rollouts_dir(round_))
+            self.exp.store.makedirs(self.layout.submissions_dir(round_))
+        except StoreError as exc:
+            log.warning("round %d folders not created ahead: %s", round_, exc)
         now = self.clock()
         log.info("round %d opened (deadline in %.0fs)", round_, self.cfg.ROUND_TIMEOUT)
         return self._write(RoundState(round=round_, started_at=now, deadline=now + self.cfg.ROUND_TIMEOUT,

@@ -26,6 +26,7 @@ from rgym_exp.drive.store import StoreError
 from rgym_exp.waiting import Waiter
 
 log = logging.getLogger(__name__)
+MIN_GAP = 3.0  # seconds: phase changes are written at once, but not more often than this
 
 
 class DuplicateNode(RuntimeError):
@@ -50,7 +51,8 @@ class Heartbeat:
         self.record = PeerRecord(node_id=node_id, role=role, session=uuid.uuid4().hex[:12], beat=0,
                                  status="starting", host=socket.gethostname(), pid=os.getpid(),
                                  model=model, started_at=time.time())
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._written_at = -float("inf")
         self._thread = None
         self._done = threading.Event()
 
@@ -87,9 +89,13 @@ class Heartbeat:
             write_record(self.exp.store, self.path, self.record)
 
     def update(self, **fields) -> None:
-        """Change what the record says (phase, round, reward...); written at the next beat."""
+        """Change what the record says (phase, round, reward...). Written now if the
+        last write is at least MIN_GAP seconds old, else at the next beat."""
         with self._lock:
             self.record = replace(self.record, **fields)
+            due = time.monotonic() - self._written_at >= MIN_GAP
+        if due and self._thread is not None and not self._done.is_set():
+            self.beat()
 
     def beat(self) -> None:
         with self._lock:
@@ -105,6 +111,7 @@ class Heartbeat:
             self.record.updated_at = time.time()
             try:
                 write_record(self.exp.store, self.path, self.record)
+                self._written_at = time.monotonic()
             except StoreError as exc:
                 log.warning("heartbeat not written: %s", exc)
 
@@ -115,7 +122,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
         self._thread.start()
 
-    def close(self, status: str) -> None:
+    def close(self, status: str, phase: str = "") -> None:
         """Stop beating and record how the node ended (finished, stopped, failed)."""
         self._done.set()
         if self._thread is not None:
@@ -125,6 +132,7 @@ class Heartbeat:
             if current is not None and current.session != self.record.session:
                 return  # taken over: the file is no longer ours
             self.record.status, self.record.updated_at = status, time.time()
+            self.record.phase = phase or status
             self.record.beat += 1
             try:
                 write_record(self.exp.store, self.path, self.record)

@@ -38,6 +38,8 @@ def setup_console_logging(level: str, node_id: str) -> None:
     for noisy in ("httpx", "urllib3", "googleapiclient", "filelock", "datasets", "transformers",
                   "huggingface_hub"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # the Drive store logs each retry itself; the client's own warning would say it twice
+    logging.getLogger("googleapiclient.http").setLevel(logging.ERROR)
 
 
 class NodeLogs:

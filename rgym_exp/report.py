@@ -252,13 +252,14 @@ def resolve(item: str, args) -> tuple[str, Store, str, str]:
         if os.path.basename(os.path.dirname(path)) != "experiments":
             raise Usage(f"{item} is not an experiment folder (expected .../experiments/NAME)")
         name = os.path.basename(path)
-        store = open_experiment(os.path.dirname(os.path.dirname(path)), name)
-        return item, store, name, os.path.join(path, "report")
+        root = os.path.dirname(os.path.dirname(path))
+        store = open_experiment(root, name)
+        return item, store, name, os.path.join(root, *Layout(name).report_dir.split("/"))
     store = open_experiment(args.gdrive_path, item, args.credentials, args.endpoint)
     if args.gdrive_path.startswith("gdrive://"):
         return item, store, item, "report"
     folder = os.path.abspath(os.path.expanduser(args.gdrive_path))
-    return item, store, item, os.path.join(folder, Layout(item).root, "report")
+    return item, store, item, os.path.join(folder, *Layout(item).report_dir.split("/"))
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -195,9 +195,15 @@ class Worker:
                               [tr.encode_completion(t, e) for t, e in zip(g.completions, g.ended)],
                               g.rewards) for g in pick.groups]
         train = tr.step(groups)
-        log.info("round %d: trained on %d local + %d external groups (%d sequences, %d tokens) "
-                 "in %.0fs", R, len(local), len(pick.groups), train["train/sequences"],
-                 train.get("train/tokens", 0), train["time/train_s"])
+        with_signal = sum(g.has_signal for g in local)
+        if train["train/sequences"]:
+            log.info("round %d: trained on %d local (%d with reward signal) + %d external groups: "
+                     "%d sequences, %d tokens in %.0fs", R, len(local), with_signal,
+                     len(pick.groups), train["train/sequences"], train["train/tokens"],
+                     train["time/train_s"])
+        else:
+            log.info("round %d: no update: all %d local groups have equal rewards and no external "
+                     "group was usable", R, len(local))
 
         metrics = {
             "round": R, "node_id": self.node, "reward_mean": float(np.mean(rewards)),

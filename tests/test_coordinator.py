@@ -154,7 +154,7 @@ def test_old_rollout_rounds_are_removed_or_archived(drive, tmp_path, archive):
         state = coord.tick(state)
     assert state.round == 5                       # the last 2 rounds are 4 and 5 (current)
     kept = sorted(e.name for e in exp.store.list(exp.layout.rollouts_root))
-    assert kept == ["round_4"]
+    assert kept == ["round_4", "round_5"]         # round 5's folder is made when it opens
     archived = exp.store.list(f"{exp.layout.root}/archive/rollouts")
     assert sorted(e.name for e in archived) == ([f"round_{r}" for r in range(4)] if archive else [])
 

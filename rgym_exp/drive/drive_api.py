@@ -422,9 +422,9 @@ class DriveApiStore:
 
     @about("makedirs")
     def makedirs(self, folder: str) -> None:
-        """Create a folder ahead of its writers (not in the Store protocol yet): when the
-        coordinator makes round R's folders before opening R, workers find them instead of
-        each creating a copy within Drive's listing lag."""
+        """Create a folder ahead of its writers: the coordinator makes round R's folders
+        before opening R, so workers find them instead of each creating a copy within
+        Drive's listing lag."""
         self._folder(check_path(folder), create=True)
 
     @about("delete")

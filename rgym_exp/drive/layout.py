@@ -10,6 +10,8 @@
       checkpoints/{node_id}/round_{R}/      each worker its own checkpoints
       logs/{node_id}/                       stdout.log, metrics.jsonl, events.jsonl
       archive/rollouts/round_{R}/           old rounds, when ROLLOUT_ARCHIVE_OLD is on
+      report/                               derived plots and tables (python -m rgym_exp.report);
+                                            anyone may regenerate it, so it has no single writer
 
 Names of nodes and experiments are validated here: letters, digits, '_' and
 '-', starting with a letter or digit, at most 64 characters -- so no name can
@@ -119,3 +121,7 @@ class Layout:
 
     def log_file(self, node: str, name: str) -> str:
         return f"{self.logs_dir(node)}/{name}"
+
+    @property
+    def report_dir(self) -> str:
+        return f"{self.root}/report"

@@ -82,6 +82,7 @@ class Store(Protocol):
     def list(self, folder: str) -> list[Entry]: ...
     def delete(self, path: str) -> None: ...
     def move(self, src: str, dst: str) -> None: ...
+    def makedirs(self, folder: str) -> None: ...
     def upload(self, local_path: str, path: str) -> None: ...
     def download(self, path: str, local_path: str, max_bytes: int) -> bool: ...
 
@@ -199,6 +200,12 @@ class FolderStore:
         except OSError as exc:
             raise classify(exc, "delete", path) from None
 
+    def makedirs(self, folder: str) -> None:
+        try:
+            os.makedirs(self._full(folder), exist_ok=True)
+        except OSError as exc:
+            raise classify(exc, "create", folder) from None
+
     def move(self, src: str, dst: str) -> None:
         full_dst = self._full(dst)
         try:
@@ -247,6 +254,9 @@ class RetryingStore:
 
     def move(self, src, dst):
         return self._call("move", src, dst)
+
+    def makedirs(self, folder):
+        return self._call("makedirs", folder)
 
     def upload(self, local_path, path):
         return self._call("upload", local_path, path)

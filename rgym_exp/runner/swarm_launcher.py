@@ -9,6 +9,7 @@ over this NODE_ID; 130 stopped by Ctrl-C / SIGTERM.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -25,6 +26,9 @@ def run_node(cfg) -> int:
     from rgym_exp.node_log import NodeLogs
     from rgym_exp.waiting import Stopped, Waiter, WaitTimeout
 
+    from rgym_exp.progress import interactive
+    if not interactive():  # third-party progress bars (GGUF loading) would flood log files
+        os.environ.setdefault("TQDM_DISABLE", "1")
     waiter = Waiter(cfg.POLL_INTERVAL, cfg.WAIT_TIMEOUT)
     by_signal = []
 
