@@ -31,7 +31,7 @@ from genrl.models import Policy
 class GRPOConfig:
     learning_rate: float = 1e-5        # measured on SmolLM2-135M: bench/lr_sweep.py
     max_new_tokens: int = 256
-    temperature: float = 1.0
+    temperature: float = 0.7             # see bench/temperature.py
     top_p: float = 1.0
     beta: float = 0.0                  # KL coefficient; SAPO paper: no KL penalty
     epsilon_low: float = 0.2           # PPO clip (lower)

@@ -6,10 +6,10 @@ from peers, so every function here treats its input as arbitrary text.
 
 Answer extraction: the content of the *last* ``<answer>...</answer>`` pair.
 Fallback when no complete pair exists (``ANSWER_FALLBACK``):
-  * ``last_line`` (default): the last non-empty line, with a leading
-    ``Answer:`` / ``The answer is`` / ``Final answer:`` and a trailing period
-    removed. Many reasoning-gym prompts ask for "only the final value", and a
-    small model often obeys without tags; this keeps its correct answers.
+  * ``last_line`` (default): the last non-empty line; if it says "answer is X",
+    "answer: X" or "answer = X", just X; a trailing period removed. Many
+    reasoning-gym prompts ask for "only the final value", and a small model
+    often obeys without tags; this keeps its correct answers.
   * ``none``: no tags, no answer (reward 0) -- strict, as in the paper.
 """
 
@@ -23,7 +23,7 @@ MAX_ANSWER_CHARS = 2_000  # verifiers see at most this much: bounds their run ti
 FALLBACKS = ("last_line", "none")
 
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
-_PREFIX_RE = re.compile(r"^\s*(?:final answer|the answer is|answer)\s*[:=]?\s*", re.I)
+_SAYS_RE = re.compile(r"\banswer\s*(?:is|:|=)\s*(.+)$", re.I)
 _FORMAT_RE = re.compile(r"^\s*(?:<think>.*?</think>\s*)?(?:[^<]*?)<answer>\s*\S.*?</answer>\s*$",
                         re.S | re.I)
 
@@ -40,7 +40,8 @@ def extract_answer(text: str, fallback: str = "last_line") -> Optional[str]:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:
         return None
-    answer = _PREFIX_RE.sub("", lines[-1]).strip()
+    said = _SAYS_RE.findall(lines[-1])
+    answer = (said[-1] if said else lines[-1]).strip()
     if answer.endswith(".") and not answer.endswith(".."):
         answer = answer[:-1].strip()
     return answer[:MAX_ANSWER_CHARS] or None

@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from rgym_exp.drive.faults import parse_faults
 from rgym_exp.drive.layout import check_name
 
 COLAB_DRIVE = "/content/drive/MyDrive/rl-swarm"
@@ -99,7 +100,8 @@ class Config:
                                    max=1)
     MAX_NEW_TOKENS: int = setting(256, "longest completion, in tokens", min=1, max=32768,
                                   test_mode=64)
-    TEMPERATURE: float = setting(1.0, "sampling temperature", min=0.01, max=10)
+    TEMPERATURE: float = setting(0.7, "sampling temperature; 0.7 because SmolLM2-135M's samples "
+                                 "at 1.0 are mostly noise (bench/temperature.py)", min=0.01, max=10)
     TOP_P: float = setting(1.0, "nucleus sampling", min=0.01, max=1.0)
     BETA: float = setting(0.0, "KL coefficient to the initial model; 0 loads no reference "
                           "model (SAPO paper: no KL)", min=0)
@@ -150,6 +152,9 @@ class Config:
                              choices=("DEBUG", "INFO", "WARNING", "ERROR"), group="storage")
     CACHE_DIR: str = setting("~/.cache/rl-swarm", "local scratch: log buffers, checkpoint "
                              "staging", group="storage")
+    FAULTS: str = setting("", "testing only: inject storage faults, e.g. io_error=0.1,stale=0.2,"
+                          "delay=2,partial=0.05,conflict=0.05,slow_list=0.5,seed=1 (see "
+                          "rgym_exp/drive/faults.py, docs/RELIABILITY.md)", group="storage")
 
     @property
     def is_colab_drive(self) -> bool:
@@ -262,6 +267,11 @@ def load_config(environ: Mapping[str, str] = os.environ) -> tuple[Config, list[s
         check_name("NODE_ID", values["NODE_ID"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if values.get("FAULTS"):
+        try:
+            parse_faults(values["FAULTS"])
+        except ValueError as exc:
+            raise ConfigError(f"FAULTS={values['FAULTS']!r} is not valid: {exc}") from None
     if values.get("DEVICE", "auto") != "auto" and not re.fullmatch(r"cpu|mps|cuda(:\d+)?",
                                                                     values["DEVICE"]):
         raise ConfigError(f"DEVICE={values['DEVICE']!r} is not valid: allowed are auto, cpu, "
@@ -272,6 +282,22 @@ def load_config(environ: Mapping[str, str] = os.environ) -> tuple[Config, list[s
                           f"> MAX_STALENESS={config.MAX_STALENESS}, or workers would look for "
                           "rounds already removed")
     return config, notes
+
+
+def markdown_table() -> str:
+    """The README's table of settings (tests check the README against it):
+    ``python -m rgym_exp.config --markdown`` prints it."""
+    rows = ["| variable | default | what it does |", "|---|---|---|"]
+    for name, f in SETTINGS.items():
+        meta = f.metadata
+        default = "(computed)" if name in ("GDRIVE_PATH", "NODE_ID") else (
+            f"`{f.default}`" if f.default != "" else "(empty)")
+        text = meta["help"].rstrip(".") + "."
+        text += f" One of: {', '.join(meta['choices'])}." if meta["choices"] else ""
+        text += " Must match across the experiment." if meta["shared"] else ""
+        text += f" TEST_MODE: {meta['test_mode']}." if meta["test_mode"] is not None else ""
+        rows.append(f"| `{name}` | {default} | {text.replace('|', '/')} |")
+    return "\n".join(rows)
 
 
 def help_text() -> str:
@@ -289,3 +315,8 @@ def help_text() -> str:
             lines.append(f"  {name} (default {default}): {meta['help']}{extra}")
         lines.append("")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+    print(markdown_table() if "--markdown" in sys.argv else help_text())

@@ -128,3 +128,21 @@ def test_config_is_a_frozen_dataclass():
     cfg = Config()
     with pytest.raises(Exception):
         cfg.SEED = 3
+
+
+def test_readme_lists_every_setting_as_config_py_defines_it():
+    from rgym_exp.config import markdown_table
+    readme = open(os.path.join(REPO, "README.md")).read()
+    start = readme.index("<!-- settings:start")
+    table = readme[readme.index("\n", start) + 1: readme.index("<!-- settings:end -->")].strip()
+    assert table == markdown_table(), "regenerate with: python -m rgym_exp.config --markdown"
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
+    lines = open(os.path.join(REPO, "README.md")).read().splitlines()
+    assert lines[2] == "```bash" and lines[5] == "```"
+    main_job, tests = lines[3], lines[4]
+    assert main_job.endswith("python -m rgym_exp.runner.swarm_launcher")
+    assert tests.endswith("python -m pytest -q")
+    ci = open(os.path.join(REPO, ".ci", "run")).read().splitlines()
+    assert tests in ci

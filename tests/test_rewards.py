@@ -16,6 +16,8 @@ from genrl.rewards import (completion_reward, exact_match, extract_answer, forma
     ("<ANSWER>x</ANSWER>", "x"),
     ("no tags\nAnswer: 17.", "17"),                                   # fallback: last line
     ("The answer is -4", "-4"),
+    ("work...\nSo, the answer is -8.", "-8"),
+    ("Final answer = 12", "12"),
     ("first line\n\n  last line  \n", "last line"),
     ("", None),
     ("   \n \n", None),
