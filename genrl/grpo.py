@@ -20,7 +20,7 @@ import contextlib
 import copy
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -37,7 +37,8 @@ class GRPOConfig:
     epsilon_low: float = 0.2           # PPO clip (lower)
     epsilon_high: float = 0.28         # DAPO clip-higher
     num_iterations: int = 1            # updates per batch (mu in the GRPO paper)
-    micro_batch_size: int = 8          # sequences per forward/backward pass
+    micro_batch_size: int = 4          # sequences per forward/backward pass: bounds memory
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     advantage_eps: float = 1e-4
@@ -86,6 +87,12 @@ class GRPOTrainer:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         fp16 = policy.compute_dtype == torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
+        if config.gradient_checkpointing:  # renamed in transformers 5; Colab may have 4.x
+            kwargs = {"use_reentrant": False}
+            if hasattr(self.model, "activation_checkpointing_enable"):
+                self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.steps = 0
 
     def autocast(self):
@@ -107,9 +114,11 @@ class GRPOTrainer:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], num_generations: int, seed: int,
-                 temperature: Optional[float] = None) -> list[list[Completion]]:
-        """G completions for each prompt, all in one batched ``generate`` call."""
-        from transformers import GenerationConfig
+                 temperature: Optional[float] = None,
+                 on_token: Optional[Callable[[], None]] = None) -> list[list[Completion]]:
+        """G completions for each prompt, all in one batched ``generate`` call.
+        ``on_token`` is called once per decoding step (progress display)."""
+        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
         cfg = self.config
         temperature = cfg.temperature if temperature is None else temperature
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
@@ -119,9 +128,14 @@ class GRPOTrainer:
             top_p=cfg.top_p if temperature > 0 else None, top_k=0 if temperature > 0 else None,
             max_new_tokens=cfg.max_new_tokens, num_return_sequences=num_generations,
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos)
+        class Tick(StoppingCriteria):  # never stops anything; just reports a decoding step
+            def __call__(self, input_ids, scores, **kwargs):
+                on_token()
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        extra = {"stopping_criteria": StoppingCriteriaList([Tick()])} if on_token else {}
         torch.manual_seed(seed)
         with self.autocast():
-            out = self.model.generate(**enc, generation_config=gen)
+            out = self.model.generate(**enc, generation_config=gen, **extra)
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         eos_set = set(eos)
         groups: list[list[Completion]] = [[] for _ in prompts]
@@ -167,8 +181,10 @@ class GRPOTrainer:
 
     # --- the update -----------------------------------------------------------
 
-    def step(self, groups: list[TrainGroup]) -> dict:
-        """One GRPO update (num_iterations optimizer steps) on these groups."""
+    def step(self, groups: list[TrainGroup],
+             on_batch: Optional[Callable[[int, int], None]] = None) -> dict:
+        """One GRPO update (num_iterations optimizer steps) on these groups.
+        ``on_batch(done, total)`` is called after each micro-batch (progress display)."""
         cfg, t0 = self.config, time.perf_counter()
         seqs = []
         for g in groups:
@@ -188,7 +204,22 @@ class GRPOTrainer:
             if self.ref_model is not None:
                 ref = [self._logprobs(self.ref_model, mb)[0] for mb in batches]
         totals = {"loss": 0.0, "clipped": 0.0, "kl": 0.0}
-        for _ in range(cfg.num_iterations):
+        self.model.train(cfg.gradient_checkpointing)  # HF checkpoints only in train mode
+        try:
+            grad_norm = self._update(batches, old, ref, n_tokens, totals, on_batch)
+        finally:
+            self.model.eval()
+        elapsed = time.perf_counter() - t0
+        return {**metrics, "train/loss": totals["loss"], "train/clip_frac": totals["clipped"],
+                "train/kl": totals["kl"], "train/grad_norm": grad_norm,
+                "train/tokens": n_tokens, "time/train_s": elapsed,
+                "train/tokens_per_s": n_tokens * cfg.num_iterations / max(elapsed, 1e-9)}
+
+    def _update(self, batches, old, ref, n_tokens: int, totals: dict, on_batch=None) -> float:
+        """num_iterations optimizer steps over all micro-batches; returns the last grad norm."""
+        cfg = self.config
+        total = cfg.num_iterations * len(batches)
+        for it in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             for k, mb in enumerate(batches):
                 logp, mask = self._logprobs(self.model, mb)
@@ -205,6 +236,8 @@ class GRPOTrainer:
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
                 totals["loss"] += loss.item() / cfg.num_iterations
                 totals["clipped"] += float((was_clipped * mask).sum()) / n_tokens / cfg.num_iterations
+                if on_batch:
+                    on_batch(it * len(batches) + k + 1, total)
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -214,8 +247,4 @@ class GRPOTrainer:
             else:
                 self.optimizer.step()
             self.steps += 1
-        elapsed = time.perf_counter() - t0
-        return {**metrics, "train/loss": totals["loss"], "train/clip_frac": totals["clipped"],
-                "train/kl": totals["kl"], "train/grad_norm": float(grad_norm),
-                "train/tokens": n_tokens, "time/train_s": elapsed,
-                "train/tokens_per_s": n_tokens * cfg.num_iterations / max(elapsed, 1e-9)}
+        return float(grad_norm)

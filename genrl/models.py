@@ -166,9 +166,21 @@ def load_policy(name: str, device: str = "auto", dtype: str = "auto",
     model, tokenizer, description = _load_weights(name, token)
     prepare_tokenizer(tokenizer)
     model.config.pad_token_id = tokenizer.pad_token_id
+    disable_dropout(model)
     model.to(dev)
-    model.eval()  # no dropout: RL fine-tuning keeps the sampling and training policies equal
+    model.eval()
     return Policy(model, tokenizer, dev, compute, description)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """No dropout anywhere (as TRL does for RL): the policy that sampled a completion and the
+    one that scores it must be the same function, in train mode too (gradient checkpointing)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for attr in ("attention_dropout", "dropout_rate"):
+            if isinstance(getattr(module, attr, None), float):
+                setattr(module, attr, 0.0)
 
 
 def prepare_tokenizer(tokenizer) -> None:

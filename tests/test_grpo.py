@@ -165,3 +165,31 @@ def test_kl_penalty_loads_a_frozen_reference_only_when_beta_is_positive(tiny_lla
     metrics = tr.step([fixed_group(tr)])
     assert metrics["train/kl"] > 0
     assert same_params(ref, {n: p for n, p in tr.ref_model.named_parameters()})
+
+
+def test_gradient_checkpointing_gives_the_same_gradient(tiny_llama):
+    a = trainer_for(tiny_llama, max_grad_norm=1e9)
+    b = trainer_for(tiny_llama, max_grad_norm=1e9, gradient_checkpointing=True)
+    a.step([fixed_group(a)])
+    b.step([fixed_group(b)])
+    assert not b.model.training                     # back in eval mode after the step
+    for (name, pa), pb in zip(a.model.named_parameters(), b.model.parameters()):
+        assert torch.allclose(pa.grad, pb.grad, rtol=1e-4, atol=1e-7), name
+
+
+def test_dropout_is_off_so_sampling_and_training_policies_agree(tiny_gpt2):
+    tr = trainer_for(tiny_gpt2)
+    assert all(m.p == 0.0 for m in tr.model.modules() if isinstance(m, torch.nn.Dropout))
+    group = fixed_group(tr)
+    tr.model.train()
+    first = seq_logp(tr, group.prompt_ids, group.completions[0])
+    assert seq_logp(tr, group.prompt_ids, group.completions[0]) == first
+
+
+def test_progress_callbacks_see_every_decoding_step_and_micro_batch(tiny_llama):
+    tr = trainer_for(tiny_llama, micro_batch_size=3)
+    ticks, batches = [], []
+    tr.generate(["Calculate 1 + 1."], 2, seed=0, on_token=lambda: ticks.append(1))
+    assert 1 <= len(ticks) <= 12
+    tr.step([fixed_group(tr)], on_batch=lambda done, total: batches.append((done, total)))
+    assert batches == [(1, 2), (2, 2)]
