@@ -48,7 +48,9 @@ class CheckpointManager:
         return sorted((r for r in (parse_round_dir(e.name) for e in entries if e.is_dir)
                        if r is not None), reverse=True)
 
-    def save(self, trainer, round_: int, extra: dict) -> None:
+    def save(self, trainer, round_: int, extra: dict, before_write=lambda: None) -> None:
+        """Upload a checkpoint, manifest last; ``before_write()`` runs before each file
+        (the worker's ownership check: a node taken over mid-save stops there)."""
         t0 = time.perf_counter()
         local = os.path.join(self.staging, f"round_{round_}")
         shutil.rmtree(local, ignore_errors=True)
@@ -60,8 +62,10 @@ class CheckpointManager:
             for path in paths:
                 name = os.path.basename(path)
                 manifest["files"][name] = {"size": os.path.getsize(path), "sha256": sha256_file(path)}
+                before_write()
                 self.exp.store.upload(path, f"{remote}/{name}")
                 bar.update(os.path.getsize(path))
+        before_write()
         self.exp.store.write(f"{remote}/{MANIFEST}", json.dumps(manifest).encode())
         shutil.rmtree(local, ignore_errors=True)
         log.info("checkpoint saved: round %d, %.1f MB in %.1fs", round_, total / 1e6,

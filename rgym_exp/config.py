@@ -109,8 +109,10 @@ class Config:
     EPSILON_HIGH: float = setting(0.28, "clip range, upper side (DAPO clip-higher)", min=0, max=10)
     NUM_ITERATIONS: int = setting(1, "optimizer steps per round on the same batch (GRPO mu)",
                                   min=1, max=16)
-    MICRO_BATCH_SIZE: int = setting(8, "sequences per forward/backward pass (bounds memory)",
-                                    min=1, max=1024)
+    MICRO_BATCH_SIZE: int = setting(4, "sequences per forward/backward pass: bounds training "
+                                    "memory, whatever I, J and G are", min=1, max=1024)
+    GRADIENT_CHECKPOINTING: bool = setting(False, "recompute activations during backward: much "
+                                           "less memory for about a third more compute")
     MAX_GRAD_NORM: float = setting(1.0, "gradient clipping norm", min=0.0001)
     TASKS: str = setting("", "reasoning-gym task mix, e.g. basic_arithmetic:2{min_terms=2},"
                          "chain_sum; default: the paper's nine tasks, weight 1", shared=True)

@@ -8,9 +8,12 @@ with no submission at all is extended rather than skipped. With
 COORDINATOR_ROUND_INTERVAL > 0 rounds instead advance on a fixed timer (the
 reference fork's behaviour). After MAX_ROUNDS the state says ``finished``.
 
-A restarted coordinator continues from the state file; restarting it with a
+A restarted coordinator continues from the state file (the round keeps the
+time it had left, measured on this machine's clock, so a restart on a machine
+whose clock is off neither ends nor stretches the round); restarting it with a
 larger MAX_ROUNDS extends a finished experiment. It is the only node that
-deletes or archives old rollout rounds.
+deletes or archives old rollout rounds. A worker that leaves the swarm (its
+heartbeat stops, or its record says it failed) is named in the log.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from dataclasses import dataclass, replace
 
 from rgym_exp.config import Config
 from rgym_exp.drive.layout import parse_node_file, parse_round_dir
-from rgym_exp.drive.store import StoreError
+from rgym_exp.drive.store import StoreError, TransientStoreError
 from rgym_exp.experiment import Experiment, question_source
 from rgym_exp.heartbeat import Heartbeat
 from rgym_exp.records import PeerRecord, RoundState, StateTracker, write_record
 from rgym_exp.waiting import Waiter
 
 log = logging.getLogger(__name__)
+FAILED_TICKS_LIMIT = 3  # ticks in a row with a storage error that is not transient: then stop
 
 
 @dataclass
@@ -38,17 +42,23 @@ class PeerView:
 
 
 class Coordinator:
-    def __init__(self, config: Config, experiment: Experiment, waiter: Waiter, clock=time.time):
+    def __init__(self, config: Config, experiment: Experiment, waiter: Waiter, clock=time.time,
+                 logs=None):
         self.cfg, self.exp, self.waiter, self.clock = config, experiment, waiter, clock
+        self.logs = logs                      # NodeLogs: copied to the folder once we own NODE_ID
         self.layout = experiment.layout
         self.tracker = StateTracker(experiment.reader, self.layout.state_file)
+        self.heartbeat = None
         self.peers: dict[str, PeerView] = {}
+        self._live: set[str] = set()
         self._peers_read_at = -math.inf
         self._last_wait_log = 0.0
 
     # --- state -------------------------------------------------------------------
 
     def _write(self, state: RoundState) -> RoundState:
+        if self.heartbeat is not None:
+            self.heartbeat.ensure_owner()     # a coordinator taken over writes no state
         state = replace(state, updated_at=self.clock(), coordinator=self.cfg.NODE_ID)
         write_record(self.exp.store, self.layout.state_file, state)
         self.tracker.state = state
@@ -74,9 +84,15 @@ class Coordinator:
                      self.cfg.MAX_ROUNDS)
             return self._open(state.round + 1)
         if not state.finished:
-            log.info("resuming at round %d (from the state file)", state.round)
-            if state.max_rounds != self.cfg.MAX_ROUNDS:
-                state = self._write(replace(state, max_rounds=self.cfg.MAX_ROUNDS))
+            # the file's times are on the clock of whoever wrote it: keep the round's elapsed
+            # and remaining time, re-based on this machine's clock
+            now = self.clock()
+            left = min(max(state.deadline - state.updated_at, 0.0), self.cfg.ROUND_TIMEOUT)
+            elapsed = max(state.updated_at - state.started_at, 0.0)
+            log.info("resuming at round %d (from the state file; %.0fs left before its deadline)",
+                     state.round, left)
+            state = self._write(replace(state, started_at=now - elapsed, deadline=now + left,
+                                        max_rounds=self.cfg.MAX_ROUNDS))
         return state
 
     # --- observing the swarm ----------------------------------------------------------
@@ -93,15 +109,33 @@ class Coordinator:
             if record is None or record.node_id != node:
                 continue
             seen = self.peers.get(node)
-            if seen is None or (record.session, record.beat) != (seen.record.session, seen.record.beat):
+            # a beat that did not grow is a stale copy (Drive), not a sign of life
+            if (seen is None or record.session != seen.record.session
+                    or record.beat > seen.record.beat):
                 self.peers[node] = PeerView(record, now)
         return self.peers
 
     def live_workers(self) -> set[str]:
         now = self.clock()
-        return {node for node, view in self.peers.items()
+        live = {node for node, view in self.peers.items()
                 if view.record.role == "worker" and view.record.status in ("starting", "running")
                 and now - view.last_change <= self.cfg.PEER_TIMEOUT}
+        for node in sorted(self._live - live):    # say who left, once, and why
+            record = self.peers[node].record
+            if record.status == "finished":
+                log.info("worker %s finished (last round %d)", node, record.round)
+            elif record.status in ("starting", "running"):
+                log.warning("worker %s is gone: no heartbeat for %.0fs (last seen at round %d, %s)",
+                            node, now - self.peers[node].last_change, record.round,
+                            record.phase or "-")
+            else:
+                log.warning("worker %s left: its record says %s (at round %d)", node,
+                            record.status, record.round)
+        for node in sorted(live - self._live):
+            log.info("worker %s is live (round %d, %s)", node, self.peers[node].record.round,
+                     self.peers[node].record.phase or "-")
+        self._live = live
+        return live
 
     def submitted(self, round_: int) -> set[str]:
         names = self.exp.store.list(self.layout.submissions_dir(round_))
@@ -173,22 +207,31 @@ class Coordinator:
     # --- the loop -------------------------------------------------------------------------
 
     def run(self) -> int:
-        source = question_source(self.cfg)
-        self.exp.create_or_check(source)
-        beat = Heartbeat(self.exp, self.cfg.NODE_ID, "coordinator", self.cfg.HEARTBEAT_INTERVAL,
-                         self.waiter)
-        beat.claim()
+        beat = self.heartbeat = Heartbeat(self.exp, self.cfg.NODE_ID, "coordinator",
+                                          self.cfg.HEARTBEAT_INTERVAL, self.waiter)
+        beat.claim()                      # first: a duplicate NODE_ID writes nothing at all
+        if self.logs is not None:
+            self.logs.start(beat)
         beat.start()
         status = "failed"
         try:
+            self.exp.create_or_check(question_source(self.cfg))
             state = self.resume_or_start()
+            failed_ticks = 0
             while not state.finished:
                 beat.update(round=state.round, phase="waiting for submissions")
                 self.waiter.pause(self.cfg.POLL_INTERVAL)
                 try:
                     state = self.tick(state)
-                except StoreError as exc:  # transient trouble already retried: try next tick
+                    failed_ticks = 0
+                except TransientStoreError as exc:  # already retried: try at the next tick
                     log.warning("coordinator tick failed: %s", exc)
+                except StoreError as exc:  # full, read-only, no permission: say so, then stop
+                    failed_ticks += 1
+                    log.error("coordinator tick failed (%d/%d): %s", failed_ticks,
+                              FAILED_TICKS_LIMIT, exc)
+                    if failed_ticks >= FAILED_TICKS_LIMIT:
+                        raise
             beat.update(round=state.round, phase="finished")
             status = "finished"
             log.info("experiment %s finished (round %d); exiting", self.cfg.EXPERIMENT_NAME,

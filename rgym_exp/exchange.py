@@ -79,6 +79,7 @@ class RolloutExchange:
 
     def _read_one(self, r: int, node: str, chunk, out: Gathered) -> None:
         path = self.exp.layout.rollout(r, node, chunk)
+        out.files_read += 1          # every attempt counts: junk must not buy extra reads
         try:
             data = self.exp.store.read(path, self.limits.max_file_bytes)
         except TooLarge:
@@ -90,7 +91,6 @@ class RolloutExchange:
             return
         if data is None:
             return  # vanished since the listing (cleanup): not an error
-        out.files_read += 1
         groups, reasons = decode_rollouts(data, expected_node=node, limits=self.limits)
         for reason in reasons:
             out.rejected[reason[:80]] += 1

@@ -49,7 +49,8 @@ class Experiment:
 
     @classmethod
     def open(cls, config: Config) -> "Experiment":
-        store = open_store(config.GDRIVE_PATH, config.GDRIVE_CREDENTIALS, config.GDRIVE_API_ENDPOINT)
+        store = open_store(config.GDRIVE_PATH, config.GDRIVE_CREDENTIALS, config.GDRIVE_API_ENDPOINT,
+                           faults=config.FAULTS, salt=config.NODE_ID)
         return cls(config, store, Layout(config.EXPERIMENT_NAME), RecordReader(store))
 
     def info_for(self, source) -> ExperimentInfo:

@@ -7,8 +7,11 @@ so a node whose clock is minutes off is still judged correctly.
 Two processes with the same NODE_ID: at start, a node that finds a running
 record of another session watches it; if its beat advances, the newcomer
 refuses to start (``DuplicateNode``). If it does not (the old process died),
-the newcomer takes over. A running node re-reads its record at every beat and
-stops if another session has taken it over, so a file never keeps two writers.
+the newcomer takes over. A running node re-reads its record at every beat, and
+before it writes a shared file (``ensure_owner``); once another session has
+taken the record over it stops and writes nothing more -- no rollout,
+submission, checkpoint, log copy or final record -- so a file never keeps two
+writers.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Heartbeat:
         self._written_at = -float("inf")
         self._thread = None
         self._done = threading.Event()
+        self.taken_over = threading.Event()
 
     def _read(self):
         return self.exp.reader.read(PeerRecord, self.path)
@@ -97,15 +101,33 @@ class Heartbeat:
         if due and self._thread is not None and not self._done.is_set():
             self.beat()
 
+    def _lost(self, current) -> bool:
+        """True (and a stop is requested) if ``current`` shows another session took over."""
+        if self.taken_over.is_set():
+            return True
+        if current is not None and current.session != self.record.session \
+                and current.beat >= self.record.beat:
+            self.taken_over.set()
+            self.waiter.request_stop(
+                f"another process (host {current.host}, pid {current.pid}) took over NODE_ID "
+                f"{current.node_id}; this one stops so the node keeps a single writer")
+            self._done.set()
+            return True
+        return False
+
+    def owns(self) -> bool:
+        """Whether this process still holds NODE_ID (reads the record: one small read)."""
+        with self._lock:
+            return not self._lost(self._read())
+
+    def ensure_owner(self) -> None:
+        """Call before writing a shared file: raises Stopped if this NODE_ID was taken over."""
+        if not self.owns():
+            self.waiter.check()
+
     def beat(self) -> None:
         with self._lock:
-            current = self._read()
-            if current is not None and current.session != self.record.session \
-                    and current.beat >= self.record.beat:
-                self.waiter.request_stop(
-                    f"another process (host {current.host}, pid {current.pid}) took over NODE_ID "
-                    f"{current.node_id}; this one stops so the node keeps a single writer")
-                self._done.set()
+            if self._lost(self._read()):
                 return
             self.record.beat += 1
             self.record.updated_at = time.time()
@@ -129,7 +151,8 @@ class Heartbeat:
             self._thread.join(timeout=5)
         with self._lock:
             current = self._read()
-            if current is not None and current.session != self.record.session:
+            if self.taken_over.is_set() or (current is not None
+                                            and current.session != self.record.session):
                 return  # taken over: the file is no longer ours
             self.record.status, self.record.updated_at = status, time.time()
             self.record.phase = phase or status

@@ -4,8 +4,11 @@ Three files: ``stdout.log`` (the node's log lines), ``metrics.jsonl`` (one JSON
 line per round), ``events.jsonl`` (one JSON line per notable event). They are
 appended to locally (in CACHE_DIR) and uploaded whole -- each file has a single
 writer -- every LOG_FLUSH_INTERVAL seconds, right after each metrics line, and
-on exit. At start, a node first takes back what the shared folder already has,
-so a restart on a fresh machine (a new Colab VM) appends instead of replacing.
+on exit. Uploads begin only once this process owns its NODE_ID (``start`` is
+called after the heartbeat's claim) and end if another process takes it over,
+so a refused duplicate never overwrites the running node's logs. At start, a
+node first takes back what the shared folder already has, so a restart on a
+fresh machine (a new Colab VM) appends instead of replacing.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class NodeLogs:
         self._uploaded: dict[str, tuple] = {}
         self._stop = threading.Event()
         self._thread = None
+        self._owner = None                  # the Heartbeat that holds NODE_ID, once claimed
         self._take_back()
         handler = logging.FileHandler(self.path("stdout.log"), encoding="utf-8")
         handler.setFormatter(logging.Formatter(LOG_FORMAT.format(node=node_id)))
@@ -90,8 +94,10 @@ class NodeLogs:
         self._append("events.jsonl", {"time": time.time(), "event": kind, **data})
 
     def flush(self) -> None:
-        """Upload each file that changed since its last upload."""
+        """Upload each file that changed since its last upload (only while we own NODE_ID)."""
         self._handler.flush()
+        if self._owner is None or not self._owner.owns():
+            return
         for name in LOG_FILES:
             local = self.path(name)
             if not os.path.exists(local):
@@ -107,7 +113,10 @@ class NodeLogs:
             except StoreError as exc:
                 logging.getLogger(__name__).warning("log %s not copied to the folder: %s", name, exc)
 
-    def start(self) -> None:
+    def start(self, owner) -> None:
+        """Begin copying the logs to the folder; ``owner``: the Heartbeat that claimed NODE_ID."""
+        self._owner = owner
+
         def loop():
             while not self._stop.wait(self.interval):
                 self.flush()

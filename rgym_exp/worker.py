@@ -44,6 +44,7 @@ def grpo_config(cfg: Config) -> GRPOConfig:
                       temperature=cfg.TEMPERATURE, top_p=cfg.TOP_P, beta=cfg.BETA,
                       epsilon_low=cfg.EPSILON_LOW, epsilon_high=cfg.EPSILON_HIGH,
                       num_iterations=cfg.NUM_ITERATIONS, micro_batch_size=cfg.MICRO_BATCH_SIZE,
+                      gradient_checkpointing=cfg.GRADIENT_CHECKPOINTING,
                       max_grad_norm=cfg.MAX_GRAD_NORM)
 
 
@@ -90,7 +91,8 @@ class Worker:
     def save_checkpoint(self) -> None:
         self.heartbeat.update(phase="saving checkpoint")
         self.checkpoints.save(self.trainer, self.last_done, {"node_id": self.node,
-                                                           "model": self.cfg.MODEL_NAME})
+                                                           "model": self.cfg.MODEL_NAME},
+                              before_write=self.heartbeat.ensure_owner)
         self.last_checkpoint = self.last_done
         self.logs.event("checkpoint_saved", round=self.last_done)
 
@@ -114,7 +116,8 @@ class Worker:
         return self.exp.reader.read(Submission, self.exp.layout.submission(round_, self.node)) is not None
 
     def run(self) -> int:
-        self.heartbeat.claim()
+        self.heartbeat.claim()                # first: a duplicate NODE_ID writes nothing at all
+        self.logs.start(self.heartbeat)
         self.heartbeat.start()
         status = "failed"
         try:
@@ -140,7 +143,8 @@ class Worker:
         except Stopped as exc:
             status = "stopped"
             log.info("stopping: %s", exc)
-            if self.trainer is not None and self.last_done > self.last_checkpoint:
+            if (self.trainer is not None and self.last_done > self.last_checkpoint
+                    and not self.heartbeat.taken_over.is_set()):
                 self.save_checkpoint()  # nothing learned is lost on a clean stop
             raise
         finally:
@@ -166,9 +170,11 @@ class Worker:
                    for q, comps in zip(questions[start:start + per_call], batch)]
             local += new
             if chunked:
+                self.heartbeat.ensure_owner()
                 self.exchange.publish(R, self._shareable(new, R), chunk=k)
         t_generate = time.perf_counter() - t0
         if not chunked:
+            self.heartbeat.ensure_owner()
             self.exchange.publish(R, self._shareable(local, R))
         rewards = [r for g in local for r in g.rewards]
         log.info("round %d: generated %d x %d completions in %.0fs, reward mean %.3f; published",
@@ -221,6 +227,7 @@ class Worker:
                                 external_groups_used=metrics["external_groups_used"],
                                 local_groups=len(local), round_seconds=metrics["round_seconds"],
                                 model=cfg.MODEL_NAME, finished_at=time.time(), metrics=metrics)
+        self.heartbeat.ensure_owner()
         write_record(self.exp.store, self.exp.layout.submission(R, self.node), submission)
         self.logs.metric({**metrics, "time": time.time()})
         self.heartbeat.update(last_reward=metrics["reward_mean"], external_used=len(pick.groups),

@@ -36,11 +36,13 @@ def node_env(drive: str, model: str, home: str, **overrides) -> dict:
     return env
 
 
-def start_node(env: dict, log_path: str, role: str, node_id: str) -> subprocess.Popen:
+def start_node(env: dict, log_path: str, role: str, node_id: str,
+               module: str = "rgym_exp.runner.swarm_launcher") -> subprocess.Popen:
+    """A launcher process (``module="tests.chaos_node"``: with the chaos knobs)."""
     env = dict(env, NODE_ROLE=role, NODE_ID=node_id)
     out = open(log_path, "ab")
     try:
-        return subprocess.Popen([sys.executable, "-m", "rgym_exp.runner.swarm_launcher"], env=env,
+        return subprocess.Popen([sys.executable, "-m", module], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     finally:
         out.close()
@@ -72,3 +74,47 @@ def metrics(drive: str, node: str, name: str = "exp") -> list[dict]:
     path = os.path.join(exp_dir(drive, name), "logs", node, "metrics.jsonl")
     with open(path) as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def check_folder(drive: str, name: str = "exp") -> list[str]:
+    """Every problem a reader would meet in the experiment folder: a visible JSON
+    file that does not parse, a rollout file that does not validate, a metrics
+    line that does not parse, a checkpoint whose manifest does not match its
+    files. Temporary files and conflict copies are skipped (readers skip them);
+    a checkpoint without a manifest is an unfinished save, which restore skips."""
+    import hashlib
+
+    from genrl.rollouts import decode_rollouts, parse_json
+    from rgym_exp.drive.store import visible_name
+
+    root, problems = exp_dir(drive, name), []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if visible_name(d)]
+        rel = os.path.relpath(folder, root).split(os.sep)
+        if rel[0] == "checkpoints" and len(rel) == 3 and "manifest.json" in files:
+            manifest = read_json(os.path.join(folder, "manifest.json"))
+            for fname, meta in manifest["files"].items():
+                path = os.path.join(folder, fname)
+                with open(path, "rb") as fh:
+                    digest = hashlib.sha256(fh.read()).hexdigest()
+                if os.path.getsize(path) != meta["size"] or digest != meta["sha256"]:
+                    problems.append(f"{path}: does not match its manifest")
+        for fname in files:
+            if not visible_name(fname):
+                continue
+            path = os.path.join(folder, fname)
+            with open(path, "rb") as fh:
+                data = fh.read()
+            try:
+                if fname.endswith(".jsonl"):
+                    for line in data.decode().splitlines():
+                        parse_json(line.encode(), 1 << 20)
+                elif fname.endswith(".json"):
+                    parse_json(data, 64 << 20)
+                    if rel[0] == "rollouts":
+                        groups, reasons = decode_rollouts(data)
+                        if reasons or not groups:
+                            raise ValueError("; ".join(reasons) or "no groups")
+            except ValueError as exc:
+                problems.append(f"{path}: {exc}")
+    return problems

@@ -25,8 +25,9 @@ from typing import Optional
 
 from genrl.rollouts import NAME_PATTERN, NODE_ID_RE as NAME_RE
 
-_ROUND_DIR_RE = re.compile(r"^round_(\d{1,9})$")
-_ROLLOUT_RE = re.compile(rf"^({NAME_PATTERN})(?:\.(\d{{1,4}}))?\.json$")
+# [0-9], not \d: "round_\u0661" must not parse as round 1 (a name that maps to another path)
+_ROUND_DIR_RE = re.compile(r"^round_([0-9]{1,9})$")
+_ROLLOUT_RE = re.compile(rf"^({NAME_PATTERN})(?:\.([0-9]{{1,4}}))?\.json$")
 
 
 def check_name(kind: str, value: str) -> str:

@@ -23,6 +23,7 @@ import os
 import random
 import re
 import shutil
+import stat
 import time
 import uuid
 from dataclasses import dataclass
@@ -111,8 +112,14 @@ class FolderStore:
 
     def read(self, path: str, max_bytes: int) -> Optional[bytes]:
         full = self._full(path)
-        try:
-            with open(full, "rb") as fh:
+        try:  # O_NONBLOCK: a named pipe planted in the folder must not wedge the reader
+            fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as fh:
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISDIR(mode):
+                    return None
+                if not stat.S_ISREG(mode):
+                    raise StoreError(f"refusing to read {path}: not a regular file")
                 data = fh.read(max_bytes + 1)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
@@ -265,12 +272,19 @@ class RetryingStore:
         return self._call("download", path, local_path, max_bytes)
 
 
-def open_store(gdrive_path: str, credentials: str = "", endpoint: str = "") -> Store:
+def open_store(gdrive_path: str, credentials: str = "", endpoint: str = "", faults: str = "",
+               salt: str = "") -> Store:
     """The store a GDRIVE_PATH names: ``gdrive://<folder-id>`` for the Drive API
     (GDRIVE_CREDENTIALS, GDRIVE_API_ENDPOINT), anything else a directory.
-    Always wrapped in RetryingStore."""
+    Always wrapped in RetryingStore; ``faults`` (the FAULTS setting, testing only)
+    puts a FaultyStore between the two, seeded with ``salt`` (the node id)."""
     if gdrive_path.startswith("gdrive://"):
         from rgym_exp.drive.drive_api import DriveApiStore
-        return RetryingStore(DriveApiStore.from_url(gdrive_path, credentials=credentials,
-                                                    endpoint=endpoint))
-    return RetryingStore(FolderStore(gdrive_path))
+        store = DriveApiStore.from_url(gdrive_path, credentials=credentials, endpoint=endpoint)
+    else:
+        store = FolderStore(gdrive_path)
+    if faults:
+        from rgym_exp.drive.faults import FaultyStore, parse_faults
+        log.warning("FAULTS=%s: injecting storage faults (testing only)", faults)
+        store = FaultyStore(store, parse_faults(faults), salt=salt)
+    return RetryingStore(store)

@@ -44,7 +44,6 @@ def run_node(cfg) -> int:
     except (StoreError, ValueError) as exc:
         log.error("cannot use GDRIVE_PATH=%s: %s", cfg.GDRIVE_PATH, exc)
         return 2
-    logs.start()
     log.info("%s %s joining experiment %s in %s", cfg.NODE_ROLE, cfg.NODE_ID, cfg.EXPERIMENT_NAME,
              exp.store.description)
     log.info("settings (not at default): %s", ", ".join(
@@ -53,7 +52,7 @@ def run_node(cfg) -> int:
     try:
         if cfg.NODE_ROLE == "coordinator":
             from rgym_exp.coordinator import Coordinator
-            return Coordinator(cfg, exp, waiter).run()
+            return Coordinator(cfg, exp, waiter, logs=logs).run()
         from rgym_exp.worker import Worker  # imports torch: only workers do
         return Worker(cfg, exp, waiter, logs).run()
     except (ConfigError, ExperimentMismatch, DuplicateNode) as exc:
