@@ -39,6 +39,7 @@ def setup_console_logging(level: str, node_id: str) -> None:
     handler._rl_swarm = True
     root.addHandler(handler)
     for noisy in ("httpx", "urllib3", "googleapiclient", "filelock", "datasets", "transformers",
+                  "matplotlib",
                   "huggingface_hub"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # the Drive store logs each retry itself; the client's own warning would say it twice

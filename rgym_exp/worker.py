@@ -33,6 +33,7 @@ from rgym_exp.exchange import RolloutExchange
 from rgym_exp.experiment import Experiment, question_source
 from rgym_exp.heartbeat import Heartbeat
 from rgym_exp.node_log import NodeLogs
+from rgym_exp.progress import progress
 from rgym_exp.records import RoundState, StateTracker, Submission, write_record
 from rgym_exp.waiting import Stopped, Waiter
 
@@ -153,64 +154,13 @@ class Worker:
     # --- one round ----------------------------------------------------------------------
 
     def run_round(self, R: int) -> None:
-        cfg, t_round = self.cfg, time.perf_counter()
-        I, G, J = cfg.NUM_TRAIN_SAMPLES, cfg.NUM_GENERATIONS, cfg.NUM_TRANSPLANT_TREES
-        self.heartbeat.update(round=R, phase="generating")
-        questions = self.source.draw(self.node, R, I)
-        prompts = [build_prompt(self.trainer.tokenizer, q.text) for q in questions]
-        per_call = cfg.GENERATION_BATCH_SIZE or I
-        chunked = cfg.ROLLOUT_PUBLISH_FREQUENCY == "generation"
-        local: list[ScoredGroup] = []
-        t0 = time.perf_counter()
-        for k, start in enumerate(range(0, I, per_call)):
-            batch = self.trainer.generate(prompts[start:start + per_call], G,
-                                          seed=stable_int(f"{cfg.SEED}/{self.node}/{R}/{k}") % 2**62)
-            new = [ScoredGroup(q, [c.text for c in comps], [self.reward(c.text, q) for c in comps],
-                               [c.ended for c in comps], self.node, R, [c.ids for c in comps])
-                   for q, comps in zip(questions[start:start + per_call], batch)]
-            local += new
-            if chunked:
-                self.heartbeat.ensure_owner()
-                self.exchange.publish(R, self._shareable(new, R), chunk=k)
-        t_generate = time.perf_counter() - t0
-        if not chunked:
-            self.heartbeat.ensure_owner()
-            self.exchange.publish(R, self._shareable(local, R))
+        t_round = time.perf_counter()
+        questions, prompts, local, t_generate = self._generate(R)
+        self.waiter.check()
+        gathered, pick, t_gather = self._gather(R)
+        self.waiter.check()
+        train = self._train(R, prompts, local, pick)
         rewards = [r for g in local for r in g.rewards]
-        log.info("round %d: generated %d x %d completions in %.0fs, reward mean %.3f; published",
-                 R, I, G, t_generate, float(np.mean(rewards)))
-        self.waiter.check()
-
-        self.heartbeat.update(phase="gathering")
-        t0 = time.perf_counter()
-        rng = round_rng(cfg.SEED, self.node + "/sapo", R)
-        gathered = self.exchange.gather(R, J, cfg.MAX_STALENESS, rng)
-        pick = select_external(gathered.groups, J, self.source, self.reward, rng, exclude_node=self.node)
-        t_gather = time.perf_counter() - t0
-        if J:
-            log.info("round %d: gathered %s; using %d of %d usable (%d zero-advantage dropped%s)", R,
-                     gathered.summary(), len(pick.groups), pick.usable, pick.zero_advantage,
-                     "; " + ", ".join(f"{n} x {why}" for why, n in pick.rejected.items())
-                     if pick.rejected else "")
-        self.waiter.check()
-
-        self.heartbeat.update(phase="training")
-        tr = self.trainer
-        groups = [TrainGroup(tr.encode_prompt(p), g.token_ids, g.rewards) for p, g in zip(prompts, local)]
-        groups += [TrainGroup(tr.encode_prompt(build_prompt(tr.tokenizer, g.question.text)),
-                              [tr.encode_completion(t, e) for t, e in zip(g.completions, g.ended)],
-                              g.rewards) for g in pick.groups]
-        train = tr.step(groups)
-        with_signal = sum(g.has_signal for g in local)
-        if train["train/sequences"]:
-            log.info("round %d: trained on %d local (%d with reward signal) + %d external groups: "
-                     "%d sequences, %d tokens in %.0fs", R, len(local), with_signal,
-                     len(pick.groups), train["train/sequences"], train["train/tokens"],
-                     train["time/train_s"])
-        else:
-            log.info("round %d: no update: all %d local groups have equal rewards and no external "
-                     "group was usable", R, len(local))
-
         metrics = {
             "round": R, "node_id": self.node, "reward_mean": float(np.mean(rewards)),
             "reward_std": float(np.std(rewards)),
@@ -222,15 +172,95 @@ class Worker:
             "answer_tag_frac": float(np.mean(["<answer>" in t for g in local for t in g.completions])),
             "time/generate_s": t_generate, "time/gather_s": t_gather,
             "round_seconds": time.perf_counter() - t_round, **train}
+        self._submit(R, metrics)
+
+    def _generate(self, R: int):
+        """Questions, prompts, scored local groups (published), seconds."""
+        cfg = self.cfg
+        I, G = cfg.NUM_TRAIN_SAMPLES, cfg.NUM_GENERATIONS
+        self.heartbeat.update(round=R, phase="generating")
+        questions = self.source.draw(self.node, R, I)
+        prompts = [build_prompt(self.trainer.tokenizer, q.text) for q in questions]
+        per_call = cfg.GENERATION_BATCH_SIZE or I
+        calls = range(0, I, per_call)
+        chunked = cfg.ROLLOUT_PUBLISH_FREQUENCY == "generation"
+        log.info("round %d: generating %d x %d completions (up to %d tokens each)", R, I, G,
+                 cfg.MAX_NEW_TOKENS)
+        local: list[ScoredGroup] = []
+        t0 = time.perf_counter()
+        with progress(len(calls) * cfg.MAX_NEW_TOKENS, f"round {R} generating", "steps") as bar:
+            for k, start in enumerate(calls):
+                batch = self.trainer.generate(prompts[start:start + per_call], G,
+                                              seed=stable_int(f"{cfg.SEED}/{self.node}/{R}/{k}") % 2**62,
+                                              on_token=lambda: bar.update(1))
+                new = [ScoredGroup(q, [c.text for c in comps], [self.reward(c.text, q) for c in comps],
+                                   [c.ended for c in comps], self.node, R, [c.ids for c in comps])
+                       for q, comps in zip(questions[start:start + per_call], batch)]
+                local += new
+                if chunked:
+                    self.heartbeat.ensure_owner()
+                    self.exchange.publish(R, self._shareable(new, R), chunk=k)
+        if not chunked:
+            self.heartbeat.ensure_owner()
+            self.exchange.publish(R, self._shareable(local, R))
+        seconds = time.perf_counter() - t0
+        log.info("round %d: generated in %.0fs, reward mean %.3f (%d of %d groups with reward "
+                 "signal); published", R, seconds, float(np.mean([r for g in local for r in g.rewards])),
+                 sum(g.has_signal for g in local), len(local))
+        return questions, prompts, local, seconds
+
+    def _gather(self, R: int):
+        """Peer groups read from the folder, the J chosen ones, seconds."""
+        cfg = self.cfg
+        self.heartbeat.update(phase="gathering")
+        t0 = time.perf_counter()
+        rng = round_rng(cfg.SEED, self.node + "/sapo", R)
+        gathered = self.exchange.gather(R, cfg.NUM_TRANSPLANT_TREES, cfg.MAX_STALENESS, rng)
+        pick = select_external(gathered.groups, cfg.NUM_TRANSPLANT_TREES, self.source, self.reward,
+                               rng, exclude_node=self.node)
+        if cfg.NUM_TRANSPLANT_TREES:
+            log.info("round %d: gathered %s; using %d of %d usable (%d zero-advantage dropped%s)", R,
+                     gathered.summary(), len(pick.groups), pick.usable, pick.zero_advantage,
+                     "; " + ", ".join(f"{n} x {why}" for why, n in pick.rejected.items())
+                     if pick.rejected else "")
+        return gathered, pick, time.perf_counter() - t0
+
+    def _train(self, R: int, prompts, local, pick) -> dict:
+        self.heartbeat.update(phase="training")
+        tr = self.trainer
+        groups = [TrainGroup(tr.encode_prompt(p), g.token_ids, g.rewards) for p, g in zip(prompts, local)]
+        groups += [TrainGroup(tr.encode_prompt(build_prompt(tr.tokenizer, g.question.text)),
+                              [tr.encode_completion(t, e) for t, e in zip(g.completions, g.ended)],
+                              g.rewards) for g in pick.groups]
+
+        with progress(1, f"round {R} training", "micro-batches") as bar:
+            def on_batch(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+            train = tr.step(groups, on_batch=on_batch)
+        if train["train/sequences"]:
+            log.info("round %d: trained on %d local (%d with reward signal) + %d external groups: "
+                     "%d sequences, %d tokens in %.0fs", R, len(local),
+                     sum(g.has_signal for g in local), len(pick.groups), train["train/sequences"],
+                     train["train/tokens"], train["time/train_s"])
+        else:
+            log.info("round %d: no update: all %d local groups have equal rewards and no external "
+                     "group was usable", R, len(local))
+        return train
+
+    def _submit(self, R: int, metrics: dict) -> None:
+        cfg = self.cfg
         submission = Submission(round=R, node_id=self.node, reward_mean=metrics["reward_mean"],
                                 external_groups_received=metrics["external_groups_received"],
                                 external_groups_used=metrics["external_groups_used"],
-                                local_groups=len(local), round_seconds=metrics["round_seconds"],
+                                local_groups=metrics["local_groups"],
+                                round_seconds=metrics["round_seconds"],
                                 model=cfg.MODEL_NAME, finished_at=time.time(), metrics=metrics)
         self.heartbeat.ensure_owner()
         write_record(self.exp.store, self.exp.layout.submission(R, self.node), submission)
         self.logs.metric({**metrics, "time": time.time()})
-        self.heartbeat.update(last_reward=metrics["reward_mean"], external_used=len(pick.groups),
+        self.heartbeat.update(last_reward=metrics["reward_mean"],
+                              external_used=metrics["external_groups_used"],
                               phase=f"submitted round {R}")
         log.info("round %d submitted in %.0fs: reward %.3f, external %d received / %d used", R,
                  metrics["round_seconds"], metrics["reward_mean"], metrics["external_groups_received"],
