@@ -67,6 +67,47 @@ def build_model_dir(path: str, arch: str = "llama", vocab_size: int = 400, seed:
     return path
 
 
+def build_gguf(path: str, seed: int = 0) -> str:
+    """A tiny llama model written as a GGUF file (random float32 weights, the session's
+    tokenizer): exercises the .gguf loading path without downloading anything."""
+    import json
+
+    import gguf
+    import numpy as np
+    tok = build_tokenizer(400, chat=True)
+    vocab = [tok.convert_ids_to_tokens(i) for i in range(len(tok))]
+    merges = [" ".join(m) if isinstance(m, list) else m
+              for m in json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]]
+    embd, layers, heads, kv_heads, ff = 48, 2, 4, 2, 96
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_context_length(256), w.add_embedding_length(embd), w.add_block_count(layers)
+    w.add_feed_forward_length(ff), w.add_head_count(heads), w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(1e-5), w.add_rope_freq_base(10000.0)
+    w.add_tokenizer_model("gpt2"), w.add_token_list(vocab), w.add_token_merges(merges)
+    w.add_token_types([1] * len(vocab))
+    w.add_bos_token_id(tok.eos_token_id), w.add_eos_token_id(tok.eos_token_id)
+    w.add_chat_template(tok.chat_template)
+    rng = np.random.default_rng(seed)
+    kv = kv_heads * embd // heads
+    shapes = {"token_embd.weight": (len(vocab), embd), "output_norm.weight": (embd,),
+              "output.weight": (len(vocab), embd)}
+    for i in range(layers):
+        shapes.update({f"blk.{i}.attn_norm.weight": (embd,), f"blk.{i}.ffn_norm.weight": (embd,),
+                       f"blk.{i}.attn_q.weight": (embd, embd), f"blk.{i}.attn_k.weight": (kv, embd),
+                       f"blk.{i}.attn_v.weight": (kv, embd), f"blk.{i}.attn_output.weight": (embd, embd),
+                       f"blk.{i}.ffn_gate.weight": (ff, embd), f"blk.{i}.ffn_up.weight": (ff, embd),
+                       f"blk.{i}.ffn_down.weight": (embd, ff)})
+    for name, shape in shapes.items():
+        w.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(np.float32))
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> str:
+    return build_gguf(str(tmp_path_factory.mktemp("tiny-gguf") / "tiny.Q0.gguf"))
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> str:
     return build_model_dir(str(tmp_path_factory.mktemp("tiny-llama")), "llama", 400, seed=0)
