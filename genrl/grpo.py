@@ -29,7 +29,7 @@ from genrl.models import Policy
 
 @dataclass
 class GRPOConfig:
-    learning_rate: float = 1e-5        # measured on SmolLM2-135M: bench/lr_sweep.py
+    learning_rate: float = 3e-6        # measured on SmolLM2-135M: bench/lr_sweep.py
     max_new_tokens: int = 256
     temperature: float = 0.7             # see bench/temperature.py
     top_p: float = 1.0
