@@ -2,10 +2,12 @@
 way), on SmolLM2-135M-Instruct, plus the throughput of one GRPO training step.
 
     python bench/generation.py            # I x G = 4 x 8 = 32 completions, 128 new tokens
-    python bench/generation.py --quick    # same batch, 48 new tokens (about a minute)
+    python bench/generation.py --quick    # same batch, 32 new tokens (about a minute)
 
 Both ways sample the same prompts with the same settings; tokens/s counts only
-real generated tokens (up to and including EOS). The last line is
+real generated tokens (up to and including EOS). --quick times the
+per-completion way on the first 8 of the 32 completions: one call per
+completion runs at the same rate however many calls there are. The last line is
 `speedup: N.Nx` (batched over per-completion), measured side by side in this
 run. The training step is reported next to the machine's measured fp32 matmul
 rate, with FLOPs estimated as 6 x parameters x tokens (forward + backward).
@@ -36,13 +38,12 @@ def matmul_gflops(n: int = 1024, repeat: int = 20) -> float:
     return 2 * n ** 3 * repeat / (time.perf_counter() - t0) / 1e9
 
 
-def one_call_per_completion(trainer: GRPOTrainer, prompts: list[str], g: int, seed: int):
-    """The fork's way: a separate generate call (batch of one) for every completion."""
-    groups = []
-    for k, prompt in enumerate(prompts):
-        groups.append([trainer.generate([prompt], 1, seed=seed + 1000 * k + j)[0][0]
-                       for j in range(g)])
-    return groups
+def one_call_per_completion(trainer: GRPOTrainer, prompts: list[str], g: int, seed: int,
+                            limit: int):
+    """The fork's way: a separate generate call (batch of one) for every completion
+    (the first ``limit`` of them)."""
+    calls = [(k, j) for k in range(len(prompts)) for j in range(g)][:limit]
+    return [[trainer.generate([prompts[k]], 1, seed=seed + 1000 * k + j)[0][0]] for k, j in calls]
 
 
 def tokens(groups) -> int:
@@ -55,10 +56,11 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=4, help="I")
     parser.add_argument("--generations", type=int, default=8, help="G")
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--quick", action="store_true", help="48 new tokens: about a minute")
+    parser.add_argument("--quick", action="store_true",
+                        help="32 new tokens, per-completion rate timed on 8 calls: about a minute")
     args = parser.parse_args()
     if args.quick:
-        args.max_new_tokens = 48
+        args.max_new_tokens = 32
 
     t0 = time.perf_counter()
     policy = load_policy(args.model)
@@ -77,12 +79,13 @@ def main() -> None:
     batched = trainer.generate(prompts, args.generations, seed=1)
     t_batched = time.perf_counter() - t0
     t0 = time.perf_counter()
-    single = one_call_per_completion(trainer, prompts, args.generations, seed=1)
+    limit = 8 if args.quick else n
+    single = one_call_per_completion(trainer, prompts, args.generations, seed=1, limit=limit)
     t_single = time.perf_counter() - t0
     rate_b, rate_s = tokens(batched) / t_batched, tokens(single) / t_single
     print(f"batched (1 generate call):          {tokens(batched):5d} tokens in {t_batched:6.1f}s = "
           f"{rate_b:7.1f} tokens/s")
-    print(f"per completion ({n} generate calls): {tokens(single):5d} tokens in {t_single:6.1f}s = "
+    print(f"per completion ({limit} generate calls): {tokens(single):5d} tokens in {t_single:6.1f}s = "
           f"{rate_s:7.1f} tokens/s")
 
     peak = matmul_gflops()
