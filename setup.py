@@ -5,7 +5,8 @@ from setuptools import find_packages, setup
 
 def requirements():
     with open("requirements.txt") as fh:
-        return [line.strip() for line in fh if line.strip() and not line.startswith("#")]
+        lines = (line.split("#", 1)[0].strip() for line in fh)
+        return [line for line in lines if line]
 
 
 setup(
