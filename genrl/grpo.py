@@ -1,7 +1,8 @@
 """GRPO: batched generation, log-probs, group advantages, clipped loss, update.
 
 * Generation: one ``generate`` call for all prompts x G completions (left
-  padding, KV cache, stop at EOS). Local completions keep their sampled ids.
+  padding, KV cache, stop at EOS); each prompt is prefilled once and its cache
+  shared by its G samples. Local completions keep their sampled ids.
 * Advantage per group: (r - mean) / (std + eps). A group whose rewards are all
   equal has zero advantage; with beta = 0 it is skipped (no compute, no tokens
   in the normaliser), as in DAPO's dynamic sampling.
@@ -23,8 +24,13 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+import transformers
 
 from genrl.models import Policy
+
+
+# how generate() takes a precomputed KV cache: renamed in transformers 5
+CACHE_KWARG = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
 
 
 @dataclass
@@ -126,8 +132,8 @@ class GRPOTrainer:
         gen = GenerationConfig(
             do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
             top_p=cfg.top_p if temperature > 0 else None, top_k=0 if temperature > 0 else None,
-            max_new_tokens=cfg.max_new_tokens, num_return_sequences=num_generations,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos)
+            max_new_tokens=cfg.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=eos)
         class Tick(StoppingCriteria):  # never stops anything; just reports a decoding step
             def __call__(self, input_ids, scores, **kwargs):
                 on_token()
@@ -135,7 +141,7 @@ class GRPOTrainer:
         extra = {"stopping_criteria": StoppingCriteriaList([Tick()])} if on_token else {}
         torch.manual_seed(seed)
         with self.autocast():
-            out = self.model.generate(**enc, generation_config=gen, **extra)
+            out = self._generate_shared_prefix(enc, gen, num_generations, extra)
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         eos_set = set(eos)
         groups: list[list[Completion]] = [[] for _ in prompts]
@@ -145,6 +151,23 @@ class GRPOTrainer:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             groups[row // num_generations].append(Completion(ids, text, end is not None))
         return groups
+
+    def _generate_shared_prefix(self, enc, gen, copies: int, extra: dict) -> torch.Tensor:
+        """``generate`` for ``copies`` samples of each prompt, reading each prompt once:
+        the prompts' KV cache is computed at batch size I and repeated G times, instead
+        of repeating the prompts and prefilling I x G rows (long reasoning-gym prompts
+        made that prefill most of the generation time)."""
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        if copies > 1 and ids.shape[1] > 1:
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+                               position_ids=positions[:, :-1], use_cache=True,
+                               logits_to_keep=1).past_key_values
+            cache.batch_repeat_interleave(copies)
+            extra = {**extra, CACHE_KWARG: cache}
+        return self.model.generate(input_ids=ids.repeat_interleave(copies, 0),
+                                   attention_mask=mask.repeat_interleave(copies, 0),
+                                   generation_config=gen, **extra)
 
     # --- log-probs ----------------------------------------------------------
 

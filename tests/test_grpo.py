@@ -193,3 +193,18 @@ def test_progress_callbacks_see_every_decoding_step_and_micro_batch(tiny_llama):
     assert 1 <= len(ticks) <= 12
     tr.step([fixed_group(tr)], on_batch=lambda done, total: batches.append((done, total)))
     assert batches == [(1, 2), (2, 2)]
+
+
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])
+def test_sharing_the_prompt_cache_gives_the_same_completions(model, request):
+    from transformers import GenerationConfig
+    tr = trainer_for(request.getfixturevalue(model))
+    prompts = [build_prompt(tr.tokenizer, q) for q in ("Calculate 1 + 2.", "What day is it after Monday?")]
+    enc = tr.tokenizer(prompts, return_tensors="pt", padding=True)
+    greedy = GenerationConfig(do_sample=False, max_new_tokens=10, eos_token_id=tr.policy.eos_ids,
+                              pad_token_id=tr.tokenizer.pad_token_id)
+    shared = tr._generate_shared_prefix(enc, greedy, 3, {})
+    plain = tr.model.generate(input_ids=enc["input_ids"].repeat_interleave(3, 0),
+                              attention_mask=enc["attention_mask"].repeat_interleave(3, 0),
+                              generation_config=greedy)
+    assert torch.equal(shared, plain)
