@@ -160,9 +160,9 @@ class GRPOTrainer:
         ids, mask = enc["input_ids"], enc["attention_mask"]
         if copies > 1 and ids.shape[1] > 1:
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            cache = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-                               position_ids=positions[:, :-1], use_cache=True,
-                               logits_to_keep=1).past_key_values
+            out = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+                             position_ids=positions[:, :-1], use_cache=True, logits_to_keep=1)
+            cache = getattr(out, CACHE_KWARG)
             cache.batch_repeat_interleave(copies)
             extra = {**extra, CACHE_KWARG: cache}
         return self.model.generate(input_ids=ids.repeat_interleave(copies, 0),
