@@ -27,8 +27,13 @@ def code_cells(nb: dict) -> list[str]:
 
 
 def python_only(source: str) -> str:
-    """The cell without IPython's shell (!) and magic (%) lines."""
-    return "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("!", "%")))
+    """The cell as Python: IPython's shell (!) and magic (%) lines become ``pass`` at
+    their indentation (IPython turns them into calls), so blocks stay valid."""
+    lines = []
+    for line in source.splitlines():
+        body = line.lstrip()
+        lines.append(line[: len(line) - len(body)] + "pass" if body.startswith(("!", "%")) else line)
+    return "\n".join(lines)
 
 
 def test_notebook_is_valid_nbformat_4(notebook):
