@@ -145,6 +145,15 @@ class Run:
     def close(self) -> None:
         self._watching = False
 
+    def run_swarm(self, faults: str) -> dict:
+        """A coordinator and workers w1, w2, all with ``faults``, to the end: exit codes."""
+        procs = {n: self.start(role, n, faults=faults) for role, n in
+                 (("coordinator", "coord"), ("worker", "w1"), ("worker", "w2"))}
+        try:
+            return self.wait(procs)
+        finally:
+            self.close()
+
     # --- the two invariants every scenario checks ----------------------------------------
 
     def journal_problems(self) -> list[str]:
@@ -382,12 +391,7 @@ def junk_and_errors(root, model, long, rng):
         kinds = plant_junk(os.path.join(exp_dir(run.drive), "rollouts", f"round_{r}"), 1000, r,
                            seed=r)
     faults = f"io_error=0.1,seed={rng.randrange(1000)}"
-    procs = {n: run.start(role, n, faults=faults) for role, n in
-             (("coordinator", "coord"), ("worker", "w1"), ("worker", "w2"))}
-    try:
-        codes = run.wait(procs)
-    finally:
-        run.close()
+    codes = run.run_swarm(faults)
 
     def junk():
         check(set(codes.values()) == {0}, f"exit codes {codes}")
@@ -405,7 +409,7 @@ def junk_and_errors(root, model, long, rng):
 
     def errors():
         check(set(codes.values()) == {0}, f"exit codes {codes}")
-        retries = len(re.findall(r"retry \d+/\d+", "".join(run.output(n) for n in procs)))
+        retries = len(re.findall(r"retry \d+/\d+", "".join(run.output(n) for n in codes)))
         check(retries > 0, "no fault was injected")
         return (f"{retries} injected I/O errors retried across 3 nodes; all {rounds} rounds "
                 f"finished, exit 0; {run.invariants()}")
@@ -420,12 +424,7 @@ def drive_faults(root, model, long, rng):
     run = Run(root, "drive_faults", model, MAX_ROUNDS=rounds)
     faults = (f"delay=1,stale=0.3,stale_for=5,partial=0.05,conflict=0.1,slow_list=0.2,"
               f"io_error=0.05,seed={rng.randrange(1000)}")
-    procs = {n: run.start(role, n, faults=faults) for role, n in
-             (("coordinator", "coord"), ("worker", "w1"), ("worker", "w2"))}
-    try:
-        codes = run.wait(procs)
-    finally:
-        run.close()
+    codes = run.run_swarm(faults)
 
     def verdict():
         check(set(codes.values()) == {0}, f"exit codes {codes}")
