@@ -4,7 +4,8 @@
 Round R closes when a quorum of *live* workers has submitted R (live: its
 heartbeat counter changed within PEER_TIMEOUT, judged on this machine's clock),
 or when ROUND_TIMEOUT passes -- then the log names the late workers. A round
-with no submission at all is extended rather than skipped. With
+with no submission at all is extended rather than skipped; with no live
+worker at all for WAIT_TIMEOUT the coordinator exits (code 3). With
 COORDINATOR_ROUND_INTERVAL > 0 rounds instead advance on a fixed timer (the
 reference fork's behaviour). After MAX_ROUNDS the state says ``finished``.
 
@@ -29,7 +30,7 @@ from rgym_exp.drive.store import StoreError, TransientStoreError
 from rgym_exp.experiment import Experiment, question_source
 from rgym_exp.heartbeat import Heartbeat
 from rgym_exp.records import PeerRecord, RoundState, StateTracker, write_record
-from rgym_exp.waiting import Waiter
+from rgym_exp.waiting import Waiter, WaitTimeout
 
 log = logging.getLogger(__name__)
 FAILED_TICKS_LIMIT = 3  # ticks in a row with a storage error that is not transient: then stop
@@ -52,6 +53,7 @@ class Coordinator:
         self.peers: dict[str, PeerView] = {}
         self._live: set[str] = set()
         self._peers_read_at = -math.inf
+        self._worker_seen_at = clock()            # no worker for WAIT_TIMEOUT: give up
         self._last_wait_log = 0.0
 
     # --- state -------------------------------------------------------------------
@@ -148,6 +150,12 @@ class Coordinator:
         now, live = self.clock(), self.live_workers()
         done = self.submitted(state.round)
         waiting = sorted(live - done)
+        if live or done:
+            self._worker_seen_at = now
+        elif now - self._worker_seen_at >= self.cfg.WAIT_TIMEOUT:
+            raise WaitTimeout(f"no live worker for {now - self._worker_seen_at:.0f}s (WAIT_TIMEOUT); "
+                              f"the experiment stays at round {state.round} and a restarted "
+                              "coordinator continues it")
         if self.cfg.COORDINATOR_ROUND_INTERVAL > 0:
             if now >= state.started_at + self.cfg.COORDINATOR_ROUND_INTERVAL:
                 log.info("round %d: interval elapsed; %d submission(s)", state.round, len(done))

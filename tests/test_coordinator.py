@@ -164,3 +164,21 @@ def test_the_coordinator_never_imports_torch():
     code = ("import sys; from rgym_exp.coordinator import Coordinator; "
             "from rgym_exp.runner import swarm_launcher; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_with_no_worker_for_wait_timeout_the_coordinator_gives_up(drive, tmp_path):
+    from rgym_exp.waiting import WaitTimeout
+    coord, exp, clock = make(drive, tmp_path, WAIT_TIMEOUT=500)
+    state = coord.resume_or_start()
+    clock.now += 400
+    state = coord.tick(state)                       # nobody yet, still waiting
+    beat(exp, "w1", 1)
+    coord._peers_read_at = -1e18
+    coord.tick(state)                               # a worker appears: the wait starts again
+    clock.now += 499
+    coord._peers_read_at = -1e18
+    coord.tick(state)                               # w1 silent (PEER_TIMEOUT 50): 499 s < 500
+    clock.now += 2
+    coord._peers_read_at = -1e18
+    with pytest.raises(WaitTimeout, match="no live worker for 501s"):
+        coord.tick(state)
