@@ -1,5 +1,7 @@
 """Packaging for RL Swarm (Google Drive mode): `pip install -e .`"""
 
+import os
+
 from setuptools import find_packages, setup
 
 
@@ -13,7 +15,7 @@ setup(
     name="rl-swarm-gdrive",
     version="0.1.0",
     description="Decentralized RL post-training (SAPO) of small language models over a shared folder",
-    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description=open("README.md").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["genrl", "genrl.*", "rgym_exp", "rgym_exp.*"]),
     python_requires=">=3.10",

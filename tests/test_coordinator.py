@@ -8,7 +8,7 @@ import pytest
 from rgym_exp.config import load_config
 from rgym_exp.coordinator import Coordinator
 from rgym_exp.experiment import Experiment
-from rgym_exp.records import PeerRecord, RoundState, Submission, write_record
+from rgym_exp.records import PeerRecord, Submission, write_record
 from rgym_exp.waiting import Waiter
 
 

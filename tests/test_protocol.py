@@ -14,7 +14,7 @@ from genrl.rollouts import RolloutGroup, encode_rollouts
 from rgym_exp.config import load_config
 from rgym_exp.coordinator import Coordinator
 from rgym_exp.exchange import RolloutExchange
-from rgym_exp.experiment import Experiment
+from rgym_exp.experiment import Experiment, question_source
 from rgym_exp.node_log import NodeLogs
 from rgym_exp.records import PeerRecord, RecordReader, RoundState, StateTracker, write_record
 from rgym_exp.waiting import Waiter, WaitTimeout
@@ -63,7 +63,7 @@ def test_each_node_only_changes_its_own_files(drive, tmp_path, tiny_llama):
     home = str(tmp_path / "home")
     ccfg, cexp = inproc(drive, home, tiny_llama, "coordinator", "coord", MAX_ROUNDS=3)
     coord = Coordinator(ccfg, cexp, Waiter(0.1, 5))
-    cexp.create_or_check(__import__("rgym_exp.experiment", fromlist=["x"]).question_source(ccfg))
+    cexp.create_or_check(question_source(ccfg))
     state = coord.resume_or_start()
     writers = {}
     for node in ("w1", "w2"):

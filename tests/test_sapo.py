@@ -3,7 +3,6 @@
 from collections import Counter
 
 import numpy as np
-import pytest
 
 from genrl.data import ReasoningGymSource, parse_tasks
 from genrl.rewards import completion_reward
