@@ -114,7 +114,7 @@ def _from_gguf(path: str):
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # A GGUF load is marked quantized (not trainable, not savable): copy the
     # dequantized weights into a plain model built from the same config.
-    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(loaded.config).to(torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     return model, tokenizer
