@@ -118,3 +118,14 @@ def check_folder(drive: str, name: str = "exp") -> list[str]:
             except ValueError as exc:
                 problems.append(f"{path}: {exc}")
     return problems
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout``."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

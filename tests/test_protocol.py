@@ -19,7 +19,7 @@ from rgym_exp.node_log import NodeLogs
 from rgym_exp.records import PeerRecord, RecordReader, RoundState, StateTracker, write_record
 from rgym_exp.waiting import Waiter, WaitTimeout
 from rgym_exp.worker import Worker
-from tests.swarm_helpers import exp_dir, metrics, node_env, start_node, wait_all
+from tests.swarm_helpers import exp_dir, metrics, node_env, start_node, wait_all, wait_for
 
 
 class RecordingStore:
@@ -152,15 +152,6 @@ def test_a_stop_request_ends_a_wait_at_once():
 
 
 # --- invariant 6: restarts continue -------------------------------------------------------------
-
-def wait_for(predicate, timeout=120):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached")
-
 
 def test_coordinator_restart_mid_experiment_continues(tiny_llama, tmp_path):
     drive, home = str(tmp_path / "drive"), str(tmp_path / "home")

@@ -38,7 +38,7 @@ from rgym_exp.waiting import Stopped, Waiter
 from rgym_exp.worker import Worker
 from tests.junk import HUGE_BYTES, PATH_LIKE_NAMES, plant_junk
 from tests.swarm_helpers import (REPO, check_folder, exp_dir, metrics, node_env, read_json,
-                                 start_node, wait_all)
+                                 start_node, wait_all, wait_for)
 from tests.test_coordinator import beat, make, submit
 
 CHAOS_NODE = "tests.chaos_node"
@@ -516,16 +516,6 @@ def test_a_process_whose_node_id_was_taken_over_writes_nothing_more(drive, tmp_p
 
 
 # --- real swarms ------------------------------------------------------------------------------
-
-def wait_for(predicate, timeout=120, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def state_round(drive):
     try:
