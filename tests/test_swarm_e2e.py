@@ -70,7 +70,8 @@ def test_each_file_was_written_by_its_owner(three_rounds):
     for node in ("coord", "w1", "w2"):
         events = [json.loads(line) for line in open(os.path.join(root, "logs", node, "events.jsonl"))]
         assert events[0]["event"] == "config"
-        assert "joining experiment" in open(os.path.join(root, "logs", node, "stdout.log")).read()
+        stdout = open(os.path.join(root, "logs", node, "stdout.log")).read()
+        assert "joining experiment" in stdout and "\r" not in stdout  # no progress-bar redraws
 
 
 def test_a_worker_needs_a_coordinator_and_gives_up_with_a_clear_message(tiny_llama, tmp_path):
