@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from rgym_exp.drive.backends import check_location
 from rgym_exp.drive.faults import parse_faults
 from rgym_exp.drive.layout import check_name
 
@@ -261,8 +262,11 @@ def load_config(environ: Mapping[str, str] = os.environ) -> tuple[Config, list[s
     if not values.get("GDRIVE_PATH"):
         values["GDRIVE_PATH"] = default_gdrive_path()
         notes.append(f"GDRIVE_PATH not set: using {values['GDRIVE_PATH']}")
-    elif not values["GDRIVE_PATH"].startswith("gdrive://"):
-        values["GDRIVE_PATH"] = os.path.abspath(os.path.expanduser(values["GDRIVE_PATH"]))
+    else:
+        try:
+            values["GDRIVE_PATH"] = check_location(values["GDRIVE_PATH"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if not values.get("NODE_ID"):
         values["NODE_ID"] = stable_node_id(environ)
     try:

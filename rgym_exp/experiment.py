@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 
 from genrl.data import PAPER_TASKS, DatasetSource, ReasoningGymSource, TaskSpec, parse_tasks
 from rgym_exp.config import Config, ConfigError
 from rgym_exp.drive.layout import Layout
-from rgym_exp.drive.store import Store, open_store
+from rgym_exp.drive.backends import open_store
+from rgym_exp.drive.store import Store
 from rgym_exp.records import (PROTOCOL_VERSION, ExperimentInfo, RecordReader, write_record)
 from rgym_exp.waiting import Waiter
 
@@ -57,7 +59,7 @@ class Experiment:
         return ExperimentInfo(name=self.config.EXPERIMENT_NAME, protocol=PROTOCOL_VERSION,
                               created_at=time.time(), shared=self.config.shared_settings(),
                               questions=source.fingerprint(), max_rounds=self.config.MAX_ROUNDS,
-                              coordinator=self.config.NODE_ID)
+                              coordinator=self.config.NODE_ID, instance=uuid.uuid4().hex)
 
     def create_or_check(self, source) -> ExperimentInfo:
         """Coordinator: write experiment.json if absent, else check agreement."""

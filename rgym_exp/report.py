@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rgym_exp.drive.layout import NAME_RE, Layout, parse_node_file, parse_round_dir
+from rgym_exp.drive.backends import is_local
 from rgym_exp.drive.store import Store, StoreError
 from rgym_exp.records import PeerRecord, RecordReader, Submission
 from rgym_exp.status import Usage, add_folder_args, open_experiment
@@ -256,7 +257,7 @@ def resolve(item: str, args) -> tuple[str, Store, str, str]:
         store = open_experiment(root, name)
         return item, store, name, os.path.join(root, *Layout(name).report_dir.split("/"))
     store = open_experiment(args.gdrive_path, item, args.credentials, args.endpoint)
-    if args.gdrive_path.startswith("gdrive://"):
+    if not is_local(args.gdrive_path):
         return item, store, item, "report"
     folder = os.path.abspath(os.path.expanduser(args.gdrive_path))
     return item, store, item, os.path.join(folder, *Layout(item).report_dir.split("/"))

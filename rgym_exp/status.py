@@ -30,7 +30,8 @@ from typing import Optional
 
 from rgym_exp.config import Config, default_gdrive_path
 from rgym_exp.drive.layout import Layout, parse_node_file
-from rgym_exp.drive.store import Store, StoreError, open_store
+from rgym_exp.drive.backends import check_location, is_local, open_store
+from rgym_exp.drive.store import Store, StoreError
 from rgym_exp.records import ExperimentInfo, PeerRecord, RecordReader, RoundState
 
 ENDED = ("finished", "stopped", "failed")
@@ -199,8 +200,11 @@ def open_experiment(gdrive_path: str, experiment: str, credentials: str = "",
         layout = Layout(experiment)
     except ValueError as exc:
         raise Usage(str(exc)) from None
-    if not gdrive_path.startswith("gdrive://"):
-        gdrive_path = os.path.abspath(os.path.expanduser(gdrive_path))
+    try:
+        gdrive_path = check_location(gdrive_path, "--gdrive-path")
+    except ValueError as exc:
+        raise Usage(str(exc)) from None
+    if is_local(gdrive_path):
         if not os.path.isdir(gdrive_path):  # open_store would create it
             raise Usage(f"folder {gdrive_path} does not exist (set GDRIVE_PATH or --gdrive-path;"
                         " on Colab, mount Drive first)")

@@ -146,3 +146,41 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     assert tests.endswith("python -m pytest -q")
     ci = open(os.path.join(REPO, ".ci", "run")).read().splitlines()
     assert tests in ci
+
+
+URLS_REFUSED = ["gs://bucket/x", "s3://bucket/swarm", "http://example.com/swarm", "gdrive:/x",
+                "Gdrive://x", "GS://bucket", "s3:bucket/x", "memory://x"]
+
+
+@pytest.mark.parametrize("value", URLS_REFUSED)
+def test_a_url_that_is_no_supported_store_is_refused_naming_the_value_and_the_forms(tmp_path, value):
+    with pytest.raises(ConfigError) as err:
+        load_config(env(tmp_path, GDRIVE_PATH=value))
+    message = str(err.value)
+    assert f"GDRIVE_PATH={value!r} is not a supported location" in message
+    assert "a directory path" in message and "gdrive://" in message
+    if value.lower().startswith("gdrive"):
+        assert "did you mean gdrive://x?" in message
+
+
+@pytest.mark.parametrize("value", ["gs://bucket/x", "s3://bucket/swarm", "http://example.com/s",
+                                   "gdrive:/x", "Gdrive://x"])
+def test_the_launcher_exits_2_on_such_a_url_and_creates_nothing_on_disk(tmp_path, value):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    out = subprocess.run([sys.executable, "-m", "rgym_exp.runner.swarm_launcher"],
+                         env={**os.environ, "PYTHONPATH": REPO, "HOME": str(tmp_path / "home"),
+                              "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "GDRIVE_PATH": value,
+                              "NODE_ID": "n1", "MAX_ROUNDS": "1"},
+                         capture_output=True, text=True, timeout=120, cwd=work)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and value in lines[0] and "not a supported location" in lines[0]
+    assert list(work.iterdir()) == [] and not (tmp_path / "home").exists()
+
+
+def test_plain_paths_and_gdrive_urls_are_still_accepted(tmp_path):
+    cfg, _ = load_config(env(tmp_path, GDRIVE_PATH="gdrive://1AbCdEf"))
+    assert cfg.GDRIVE_PATH == "gdrive://1AbCdEf"
+    cfg, _ = load_config(env(tmp_path, GDRIVE_PATH=str(tmp_path / "a:b")))   # a colon in a name
+    assert cfg.GDRIVE_PATH == str(tmp_path / "a:b")

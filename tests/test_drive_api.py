@@ -17,8 +17,8 @@ import pytest
 from tests.fake_drive import FakeDrive
 from rgym_exp.drive.drive_api import DriveApiStore
 from rgym_exp.drive.drive_auth import classify, credentials_from_file
-from rgym_exp.drive.store import (RetryingStore, StoreError, TooLarge, TransientStoreError,
-                                  open_store)
+from rgym_exp.drive.backends import open_store
+from rgym_exp.drive.store import RetryingStore, StoreError, TooLarge, TransientStoreError
 from tests.swarm_helpers import node_env, start_node, wait_all
 
 CALLS_REPORT = "/tmp/rl-swarm-drive-api-calls.txt"

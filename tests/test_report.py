@@ -142,7 +142,7 @@ def test_unknown_experiment_is_one_line_and_exit_2(drive):
 
 
 def test_series_read_through_the_drive_api_equal_the_folders(drive):
-    from rgym_exp.drive.store import open_store
+    from rgym_exp.drive.backends import open_store
     from tests.fake_drive import FakeDrive
     base = exp_dir(drive, "sapo")
     with FakeDrive() as fake:

@@ -155,7 +155,7 @@ def copy_to(store, drive: str, names: tuple):
 
 
 def test_status_reads_a_drive_api_folder_the_same_way(swarm, capsys):
-    from rgym_exp.drive.store import open_store
+    from rgym_exp.drive.backends import open_store
     from rgym_exp.status import main
     from tests.fake_drive import FakeDrive
     with FakeDrive() as fake:

@@ -13,6 +13,7 @@ Every backend keeps the same promises:
   the path and the cause (disk full, read-only, permission).
 
 ``RetryingStore`` wraps any store with jittered, capped exponential backoff.
+Which store a GDRIVE_PATH names is decided in ``backends.py``.
 """
 
 from __future__ import annotations
@@ -271,20 +272,3 @@ class RetryingStore:
     def download(self, path, local_path, max_bytes):
         return self._call("download", path, local_path, max_bytes)
 
-
-def open_store(gdrive_path: str, credentials: str = "", endpoint: str = "", faults: str = "",
-               salt: str = "") -> Store:
-    """The store a GDRIVE_PATH names: ``gdrive://<folder-id>`` for the Drive API
-    (GDRIVE_CREDENTIALS, GDRIVE_API_ENDPOINT), anything else a directory.
-    Always wrapped in RetryingStore; ``faults`` (the FAULTS setting, testing only)
-    puts a FaultyStore between the two, seeded with ``salt`` (the node id)."""
-    if gdrive_path.startswith("gdrive://"):
-        from rgym_exp.drive.drive_api import DriveApiStore
-        store = DriveApiStore.from_url(gdrive_path, credentials=credentials, endpoint=endpoint)
-    else:
-        store = FolderStore(gdrive_path)
-    if faults:
-        from rgym_exp.drive.faults import FaultyStore, parse_faults
-        log.warning("FAULTS=%s: injecting storage faults (testing only)", faults)
-        store = FaultyStore(store, parse_faults(faults), salt=salt)
-    return RetryingStore(store)
