@@ -223,7 +223,9 @@ class Coordinator:
         beat.start()
         status = "failed"
         try:
-            self.exp.create_or_check(question_source(self.cfg))
+            info = self.exp.create_or_check(question_source(self.cfg))
+            if self.logs is not None:
+                self.logs.bind(info.instance_id)
             state = self.resume_or_start()
             failed_ticks = 0
             while not state.finished:

@@ -9,6 +9,12 @@ called after the heartbeat's claim) and end if another process takes it over,
 so a refused duplicate never overwrites the running node's logs. At start, a
 node first takes back what the shared folder already has, so a restart on a
 fresh machine (a new Colab VM) appends instead of replacing.
+
+The local buffer belongs to one experiment *instance*: its folder is keyed by
+the shared folder and the name, and a marker file holds the instance id of
+experiment.json. A buffer left by another experiment of the same name (an older
+one since deleted, or one in another folder) is set aside, never uploaded into
+this one: otherwise its rounds would be counted in this experiment's reports.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ import sys
 import threading
 import time
 
+from rgym_exp.drive.layout import local_folder
 from rgym_exp.drive.store import StoreError
+from rgym_exp.records import ExperimentInfo
 
 LOG_FILES = ("stdout.log", "metrics.jsonl", "events.jsonl")
+INSTANCE_FILE = "instance"          # in the local buffer: the experiment instance it belongs to
 LOG_FORMAT = "%(asctime)s %(levelname)-7s [{node}] %(message)s"
 MAX_LOG_BYTES = 256 * 1024 * 1024
 
@@ -49,14 +58,16 @@ def setup_console_logging(level: str, node_id: str) -> None:
 class NodeLogs:
     def __init__(self, experiment, node_id: str, cache_dir: str, flush_interval: float, level: str):
         self.exp, self.node_id, self.interval = experiment, node_id, flush_interval
-        self.local = os.path.join(os.path.expanduser(cache_dir), experiment.layout.experiment,
-                                  node_id, "logs")
-        os.makedirs(self.local, exist_ok=True)
+        self.local = os.path.join(local_folder(cache_dir, experiment.config.GDRIVE_PATH,
+                                               experiment.layout.experiment), node_id, "logs")
         self._lock = threading.Lock()
         self._uploaded: dict[str, tuple] = {}
         self._stop = threading.Event()
         self._thread = None
         self._owner = None                  # the Heartbeat that holds NODE_ID, once claimed
+        info = self.exp.reader.read(ExperimentInfo, self.exp.layout.experiment_file)
+        self.instance = info.instance_id if info is not None else None
+        set_aside = self._keep_only(self.instance)
         self._take_back()
         handler = logging.FileHandler(self.path("stdout.log"), encoding="utf-8")
         handler.setFormatter(logging.Formatter(LOG_FORMAT.format(node=node_id)))
@@ -64,9 +75,44 @@ class NodeLogs:
         handler._rl_swarm = True
         logging.getLogger().addHandler(handler)
         self._handler = handler
+        if set_aside:
+            logging.getLogger(__name__).info(
+                "local log buffer of another experiment named %s (not the one in %s) set aside "
+                "in %s; it is not uploaded here", experiment.layout.experiment,
+                experiment.store.description, set_aside)
+            self.event("log_buffer_set_aside", folder=set_aside)
+        if self.instance is not None:
+            self.bind(self.instance)
 
     def path(self, name: str) -> str:
         return os.path.join(self.local, name)
+
+    def _buffer_instance(self):
+        try:
+            with open(self.path(INSTANCE_FILE), encoding="utf-8") as fh:
+                return fh.read().strip() or None
+        except OSError:
+            return None
+
+    def _keep_only(self, instance) -> str | None:
+        """Move the local buffer aside unless it belongs to ``instance`` (None: the
+        experiment does not exist yet, so no buffer can be its). Returns where it went."""
+        os.makedirs(self.local, exist_ok=True)
+        has_logs = any(os.path.exists(self.path(n)) for n in LOG_FILES)
+        if not has_logs or (instance is not None and self._buffer_instance() == instance):
+            return None
+        aside = f"{self.local}.set-aside-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        os.replace(self.local, aside)
+        os.makedirs(self.local, exist_ok=True)
+        return aside
+
+    def bind(self, instance: str) -> None:
+        """Mark the local buffer as this experiment instance's (once experiment.json is known)."""
+        if self._buffer_instance() == instance:
+            return
+        self.instance = instance
+        with open(self.path(INSTANCE_FILE), "w", encoding="utf-8") as fh:
+            fh.write(instance + "\n")
 
     def _take_back(self) -> None:
         """Start from the shared copy when it holds more than the local one."""

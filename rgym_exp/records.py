@@ -34,6 +34,12 @@ class ExperimentInfo:
     questions: dict                     # question source fingerprint
     max_rounds: int
     coordinator: str
+    instance: str = ""                  # random at creation: this experiment, not another of its name
+
+    @property
+    def instance_id(self) -> str:
+        """Tells this experiment from an earlier one of the same name (older files: created_at)."""
+        return self.instance or repr(self.created_at)
 
 
 @dataclass

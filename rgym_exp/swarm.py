@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from rgym_exp.config import Config
+from rgym_exp.drive.layout import local_folder
 
 log = logging.getLogger(__name__)
 STOP_GRACE = 120.0
@@ -53,7 +54,8 @@ def child_env(cfg: Config, role: str, node_id: str, threads: int) -> dict:
 class Swarm:
     def __init__(self, cfg: Config, show=lambda line: print(line, file=sys.stderr, flush=True)):
         self.cfg, self.show = cfg, show
-        self.folder = os.path.join(os.path.expanduser(cfg.CACHE_DIR), cfg.EXPERIMENT_NAME, "swarm")
+        self.folder = os.path.join(local_folder(cfg.CACHE_DIR, cfg.GDRIVE_PATH, cfg.EXPERIMENT_NAME),
+                                   "swarm")
         self.children: list[Child] = []
         self.stop_requested = 0
 

@@ -72,7 +72,8 @@ class Worker:
     def setup(self) -> None:
         cfg = self.cfg
         self.heartbeat.update(phase="waiting for experiment.json")
-        self.exp.wait_and_check(self.source, self.waiter)
+        info = self.exp.wait_and_check(self.source, self.waiter)
+        self.logs.bind(info.instance_id)
         self.heartbeat.update(phase="loading model")
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()  # per-tensor loading bars do not belong in log files

@@ -20,6 +20,8 @@ contain a path separator, '..', or be empty.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from typing import Optional
 
@@ -61,6 +63,14 @@ def parse_node_file(name: str) -> Optional[str]:
         return None
     node = name[:-5]
     return node if NAME_RE.fullmatch(node) else None
+
+
+def local_folder(cache_dir: str, location: str, experiment: str) -> str:
+    """This machine's scratch folder for one experiment in one shared folder (log
+    buffers, checkpoint staging, swarm console logs). Keyed by the shared folder as
+    well as the name: the same EXPERIMENT_NAME in two folders never shares a buffer."""
+    key = hashlib.sha256(location.encode()).hexdigest()[:8]
+    return os.path.join(os.path.expanduser(cache_dir), f"{check_name('EXPERIMENT_NAME', experiment)}-{key}")
 
 
 class Layout:
