@@ -34,12 +34,13 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from genrl.rollouts import NAME_PATTERN  # noqa: E402
 from tests.junk import plant_junk  # noqa: E402
 from tests.swarm_helpers import (check_folder, exp_dir, metrics, node_env,  # noqa: E402
-                                 read_json, start_node)
+                                 read_json, start_node, wait_for)
 
 PROCS: list[subprocess.Popen] = []            # every process started, killed at exit
-NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+NAME = NAME_PATTERN                           # node ids, as the protocol allows them
 OWNED = [re.compile(rf"^experiments/[^/]+/{p}") for p in (
     rf"peers/({NAME})\.json$", rf"rollouts/round_\d+/({NAME})(\.\d+)?\.json$",
     rf"submissions/round_\d+/({NAME})\.json$", rf"checkpoints/({NAME})/", rf"logs/({NAME})/")]
@@ -125,13 +126,10 @@ class Run:
             time.sleep(0.05)
 
     def until(self, predicate, what: str, timeout: float = 180):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise Failed(f"timed out after {timeout:.0f}s waiting for {what}")
+        try:
+            return wait_for(predicate, timeout, what, poll=0.05)
+        except AssertionError as exc:  # a verdict, not a crash of the chaos script
+            raise Failed(str(exc)) from None
 
     def wait(self, procs: dict, timeout: float = 300) -> dict:
         end, codes = time.monotonic() + timeout, {}

@@ -8,7 +8,10 @@
   GPU): each call sleeps 4x its own duration afterwards, heartbeats continuing;
 * ``CHAOS_MIN_CALL=0.4``: each generation or training call takes at least this
   many seconds (before the factor), so a tiny model's rounds last long enough
-  for "5x slower" to matter against a ROUND_TIMEOUT of a few seconds.
+  for "5x slower" to matter against a ROUND_TIMEOUT of a few seconds;
+* ``CHAOS_HOLD_FILE=/path``: while that file exists, each generation call waits
+  before it starts (heartbeats continue), so a test holds the node at a known
+  point -- running, in a round -- instead of hoping it is still there.
 
 Used by tests/test_reliability.py and bench/chaos.py for the clock-skew and
 straggler scenarios; everything else in the process is the shipped code.
@@ -44,6 +47,18 @@ def _slow_down(factor: float, floor: float) -> None:
     GRPOTrainer.step = slowed(GRPOTrainer.step)
 
 
+def _hold_while(path: str) -> None:
+    from genrl.grpo import GRPOTrainer
+    generate = GRPOTrainer.generate
+
+    @functools.wraps(generate)
+    def held(*args, **kwargs):
+        while os.path.exists(path):
+            time.sleep(0.05)
+        return generate(*args, **kwargs)
+    GRPOTrainer.generate = held
+
+
 def main() -> int:
     offset = float(os.environ.get("CHAOS_CLOCK_OFFSET") or 0)
     factor = float(os.environ.get("CHAOS_SLOW_FACTOR") or 1)
@@ -52,6 +67,8 @@ def main() -> int:
         _skew_clock(offset)
     if factor > 1 or floor > 0:
         _slow_down(factor, floor)
+    if os.environ.get("CHAOS_HOLD_FILE"):
+        _hold_while(os.environ["CHAOS_HOLD_FILE"])
     from rgym_exp.runner.swarm_launcher import main as launch
     return launch([])
 

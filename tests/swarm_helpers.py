@@ -120,12 +120,12 @@ def check_folder(drive: str, name: str = "exp") -> list[str]:
     return problems
 
 
-def wait_for(predicate, timeout: float = 120, what: str = "condition"):
+def wait_for(predicate, timeout: float = 120, what: str = "condition", poll: float = 0.1):
     """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout``."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
         if value:
             return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
