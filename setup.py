@@ -20,6 +20,10 @@ setup(
     packages=find_packages(include=["genrl", "genrl.*", "rgym_exp", "rgym_exp.*"]),
     python_requires=">=3.10",
     install_requires=requirements(),
-    extras_require={"dev": ["pytest>=7", "hypothesis>=6.80"]},
+    extras_require={  # buckets (docs/OBJECT_STORES.md): exclusive writes need these versions
+        "gcs": ["fsspec>=2025.2.0", "gcsfs>=2025.2.0"],
+        "s3": ["fsspec>=2025.2.0", "s3fs>=2025.2.0"],
+        "dev": ["pytest>=7", "hypothesis>=6.80", "s3fs>=2025.2.0", "moto[server]>=5.1"],
+    },
     entry_points={"console_scripts": ["rl-swarm=rgym_exp.runner.swarm_launcher:main"]},
 )

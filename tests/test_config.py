@@ -148,8 +148,8 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     assert tests in ci
 
 
-URLS_REFUSED = ["gs://bucket/x", "s3://bucket/swarm", "http://example.com/swarm", "gdrive:/x",
-                "Gdrive://x", "GS://bucket", "s3:bucket/x", "memory://x"]
+URLS_REFUSED = ["http://example.com/swarm", "gdrive:/x", "Gdrive://x", "GS://bucket", "s3:bucket/x",
+                "az://container/x", "ftp://host/x"]
 
 
 @pytest.mark.parametrize("value", URLS_REFUSED)
@@ -158,13 +158,22 @@ def test_a_url_that_is_no_supported_store_is_refused_naming_the_value_and_the_fo
         load_config(env(tmp_path, GDRIVE_PATH=value))
     message = str(err.value)
     assert f"GDRIVE_PATH={value!r} is not a supported location" in message
-    assert "a directory path" in message and "gdrive://" in message
+    assert "a directory path" in message and all(f"{s}://" in message for s in ("gdrive", "gs", "s3"))
     if value.lower().startswith("gdrive"):
         assert "did you mean gdrive://x?" in message
+    if value == "GS://bucket":
+        assert "did you mean gs://bucket?" in message
 
 
-@pytest.mark.parametrize("value", ["gs://bucket/x", "s3://bucket/swarm", "http://example.com/s",
-                                   "gdrive:/x", "Gdrive://x"])
+@pytest.mark.parametrize("value, why", [("memory://x", "cannot hold a swarm"),
+                                        ("s3://", "names no folder or bucket"),
+                                        ("gs:///", "names no folder or bucket")])
+def test_a_store_no_swarm_can_share_is_refused_saying_why(tmp_path, value, why):
+    with pytest.raises(ConfigError, match=why):
+        load_config(env(tmp_path, GDRIVE_PATH=value))
+
+
+@pytest.mark.parametrize("value", ["http://example.com/s", "gdrive:/x", "Gdrive://x", "s3:bucket/x"])
 def test_the_launcher_exits_2_on_such_a_url_and_creates_nothing_on_disk(tmp_path, value):
     work = tmp_path / "cwd"
     work.mkdir()
@@ -179,8 +188,11 @@ def test_the_launcher_exits_2_on_such_a_url_and_creates_nothing_on_disk(tmp_path
     assert list(work.iterdir()) == [] and not (tmp_path / "home").exists()
 
 
-def test_plain_paths_and_gdrive_urls_are_still_accepted(tmp_path):
-    cfg, _ = load_config(env(tmp_path, GDRIVE_PATH="gdrive://1AbCdEf"))
-    assert cfg.GDRIVE_PATH == "gdrive://1AbCdEf"
+def test_plain_paths_drive_and_bucket_urls_are_accepted_and_routed_to_their_store(tmp_path):
+    from rgym_exp.drive.backends import BACKENDS, url_scheme
+    for url, store in [("gdrive://1AbCdEf", "DriveApiStore"), ("gs://bucket/swarm", "FsspecStore"),
+                       ("s3://bucket/swarm", "FsspecStore"), ("gcs://bucket", "FsspecStore")]:
+        cfg, _ = load_config(env(tmp_path, GDRIVE_PATH=url))
+        assert cfg.GDRIVE_PATH == url and BACKENDS[url_scheme(url)].endswith(f":{store}")
     cfg, _ = load_config(env(tmp_path, GDRIVE_PATH=str(tmp_path / "a:b")))   # a colon in a name
     assert cfg.GDRIVE_PATH == str(tmp_path / "a:b")

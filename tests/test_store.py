@@ -1,26 +1,13 @@
-"""FolderStore and RetryingStore: atomic writes, caps, hidden names, clear errors."""
+"""FolderStore and RetryingStore beyond the shared contract (test_store_contract.py):
+torn writes, hard-link claims, error classes, read-only folders, retry policy."""
 
 import errno
 import os
 
 import pytest
 
-from rgym_exp.drive.store import (FolderStore, RetryingStore, StoreError, TooLarge,
-                                  TransientStoreError, check_path, classify, visible_name)
-
-
-def test_write_read_list_delete_move(drive):
-    store = FolderStore(drive)
-    store.write("a/b/c.json", b"{}")
-    assert store.read("a/b/c.json", 10) == b"{}"
-    assert store.read("a/b/missing.json", 10) is None
-    assert [e.name for e in store.list("a/b")] == ["c.json"]
-    assert store.list("nowhere") == []
-    store.move("a/b", "archive/b")
-    assert store.read("archive/b/c.json", 10) == b"{}" and store.list("a/b") == []
-    store.delete("archive")
-    assert store.list("archive") == []
-    store.delete("archive")  # deleting what is gone is fine
+from rgym_exp.drive.store import (FolderStore, RetryingStore, StoreError, TransientStoreError,
+                                  classify)
 
 
 def test_a_failed_write_leaves_the_old_file_whole_and_no_temp_behind(drive):
@@ -36,40 +23,23 @@ def test_a_failed_write_leaves_the_old_file_whole_and_no_temp_behind(drive):
     assert os.listdir(drive) == ["x.json"]
 
 
-def test_reads_are_capped(drive):
+def test_a_claim_leaves_no_temp_file_and_a_lost_claim_changes_nothing(drive):
     store = FolderStore(drive)
-    store.write("big.json", b"x" * 100)
-    with pytest.raises(TooLarge):
-        store.read("big.json", 99)
-    assert store.read("big.json", 100) == b"x" * 100
-    with pytest.raises(TooLarge):
-        store.download("big.json", os.path.join(drive, "..", "copy"), 50)
+    assert store.create_exclusive("peers/.claims/w1.0", b"a")
+    assert not store.create_exclusive("peers/.claims/w1.0", b"b")
+    assert os.listdir(os.path.join(drive, "peers", ".claims")) == ["w1.0"]
+    assert store.read("peers/.claims/w1.0", 10) == b"a"
 
 
-@pytest.mark.parametrize("name, visible", [
-    ("w1.json", True), (".w1.json.tmp-1234", False), ("w1 (1).json", False),
-    ("state (12).json", False), ("round_3", True), ("", False),
-])
-def test_temp_files_and_conflict_copies_are_hidden(name, visible):
-    assert visible_name(name) == visible
-
-
-def test_listing_hides_temp_and_conflict_copies(drive):
+def test_a_mount_without_hard_links_still_claims_by_look_then_rename(drive, monkeypatch, caplog):
+    def no_link(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(os, "link", no_link)
     store = FolderStore(drive)
-    store.write("r/w1.json", b"1")
-    for junk in (".w2.json.tmp-abc", "w1 (1).json"):
-        with open(os.path.join(drive, "r", junk), "w") as fh:
-            fh.write("junk")
-    assert [e.name for e in store.list("r")] == ["w1.json"]
-
-
-@pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../../b", "a//b", "a\\b", "", "a/./b",
-                                  "a/\x00"])
-def test_paths_that_could_leave_the_folder_are_refused(drive, path):
-    with pytest.raises(StoreError, match="unsafe"):
-        check_path(path)
-    with pytest.raises(StoreError):
-        FolderStore(drive).write(path, b"x")
+    assert store.create_exclusive("x.json", b"a") and not store.create_exclusive("x.json", b"b")
+    assert store.create_exclusive("y.json", b"c")
+    assert store.read("x.json", 10) == b"a" and sorted(os.listdir(drive)) == ["x.json", "y.json"]
+    assert sum("cannot make hard links" in r.message for r in caplog.records) == 1
 
 
 def test_errors_are_classified():

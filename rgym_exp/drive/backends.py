@@ -8,6 +8,10 @@ refused with one line that names the value and the supported forms. Without
 that check ``s3://bucket/x`` would silently become a local folder named ``s3:``
 and the user would train alone.
 
+Buckets (``gs://bucket/prefix``, ``s3://bucket/prefix``) go through fsspec
+(fsspec_store.py); ``memory://`` is that store inside one process, for tests, and
+is refused as a swarm's GDRIVE_PATH.
+
 Backends are imported only when used (as fsspec's registry does), so this
 module and ``store.py`` import no client library. Adding a backend is one file
 and one line in ``BACKENDS``.
@@ -27,15 +31,21 @@ log = logging.getLogger(__name__)
 # scheme -> "module:class"; the class has from_url(url, **options) -> Store
 BACKENDS = {
     "gdrive": "rgym_exp.drive.drive_api:DriveApiStore",
+    "gs": "rgym_exp.drive.fsspec_store:FsspecStore",
+    "gcs": "rgym_exp.drive.fsspec_store:FsspecStore",
+    "s3": "rgym_exp.drive.fsspec_store:FsspecStore",
+    "memory": "rgym_exp.drive.fsspec_store:FsspecStore",
 }
+# backends that live in one process: fine for tests, never a swarm's GDRIVE_PATH
+PROCESS_LOCAL = {"memory": "memory:// lives inside one process, so nodes would not see each other"}
 # schemes people type that are no path, even with a slash missing ("gdrive:/x", "s3:bucket")
 KNOWN_SCHEMES = ("gdrive", "gs", "gcs", "s3", "s3a", "az", "abfs", "http", "https", "ftp", "sftp",
                  "file", "memory", "hf", "webdav", "dropbox")
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
 _KNOWN_RE = re.compile(rf"^({'|'.join(KNOWN_SCHEMES)}):", re.I)
 
-SUPPORTED_FORMS = "a directory path (a mounted Drive folder or any local folder) or " + ", ".join(
-    f"{scheme}://..." for scheme in BACKENDS)
+SUPPORTED_FORMS = "a directory path (a mounted Drive folder or any local folder), " + ", ".join(
+    f"{scheme}://..." for scheme in BACKENDS if scheme not in PROCESS_LOCAL)
 
 
 def url_scheme(path: str) -> str | None:
@@ -49,13 +59,20 @@ def is_local(path: str) -> bool:
     return url_scheme(path) is None
 
 
-def check_location(path: str, setting: str = "GDRIVE_PATH") -> str:
+def check_location(path: str, setting: str = "GDRIVE_PATH", shared: bool = True) -> str:
     """``path`` as a store location: a plain path made absolute, or a supported URL.
-    ValueError (one line: the value and the supported forms) for any other URL."""
+    ValueError (one line: the value and the supported forms) for any other URL, and,
+    when the location is to be ``shared`` between processes, for a process-local one."""
     scheme = url_scheme(path)
     if scheme is None:
         return os.path.abspath(os.path.expanduser(path))
     if scheme in BACKENDS and path.startswith(f"{scheme}://"):
+        if shared and scheme in PROCESS_LOCAL:
+            raise ValueError(f"{setting}={path!r} cannot hold a swarm: {PROCESS_LOCAL[scheme]}; "
+                             f"use {SUPPORTED_FORMS}")
+        if not path.split("://", 1)[1].strip("/"):
+            raise ValueError(f"{setting}={path!r} names no folder or bucket: use "
+                             f"{scheme}://NAME/...")
         return path
     hint = ""
     if scheme.lower() in BACKENDS:
@@ -71,7 +88,7 @@ def open_store(location: str, credentials: str = "", endpoint: str = "", faults:
     ``credentials`` and ``endpoint`` go to URL backends (GDRIVE_CREDENTIALS,
     GDRIVE_API_ENDPOINT); ``faults`` (the FAULTS setting, testing only) puts a
     FaultyStore between the two, seeded with ``salt`` (the node id)."""
-    location = check_location(location)
+    location = check_location(location, shared=False)
     scheme = url_scheme(location)
     if scheme is None:
         store = FolderStore(location)

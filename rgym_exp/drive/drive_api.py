@@ -25,6 +25,7 @@ like one for the folder protocol (DESIGN.md):
 * Listing lag. A just-written file may be missing from files.list for a while. This
   process remembers the ids it created (files and folders), so it neither creates a
   second copy nor fails to read back what it just wrote.
+* No exclusive create. ``create_exclusive`` looks, then writes: best effort (see there).
 * Cost. Listing a folder: one paginated files.list. Reading a file: one files.list
   lookup + one download, and no download when its (id, md5Checksum) is one this
   process already holds (small files it read or wrote). ``calls`` counts requests.
@@ -312,6 +313,19 @@ class DriveApiStore:
         self._put(path, media, len(data))
         self._remember(self._own.get(path, {}), data)
 
+    @about("create")
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Drive has no create-if-absent: this looks, then writes. Two processes racing
+        within Drive's listing lag can both win (the heartbeat's takeover check settles a
+        NODE_ID later); buckets and local folders make the claim atomic."""
+        try:
+            if self._lookup(path, len(data)) is not None:
+                return self.read(path, len(data)) == data
+        except TooLarge:
+            return False
+        self.write(path, data)
+        return True
+
     @about("upload")
     def upload(self, local_path: str, path: str) -> None:
         try:
@@ -435,6 +449,7 @@ class DriveApiStore:
 
     @about("move")
     def move(self, src: str, dst: str) -> None:
+        check_path(dst)
         items = self._items(src)
         if not items:
             return

@@ -204,6 +204,20 @@ class FaultyStore:
         if fail:                                 # written, but the client saw an error
             raise TransientStoreError(f"write {path}: Input/output error after writing (injected)")
 
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        self._may_change("create", path, grows=True)
+        fail = self._chance(self.faults.io_error, "io_error")
+        with self._lock:
+            before = fail and self._rng.random() < 0.5
+        if before:
+            raise TransientStoreError(f"create {path}: Input/output error (injected)")
+        created = self.inner.create_exclusive(path, data)
+        if created:
+            self._changed("create", path)
+        if fail:                                 # the claim landed, but the client saw an error
+            raise TransientStoreError(f"create {path}: Input/output error after writing (injected)")
+        return created
+
     def upload(self, local_path: str, path: str) -> None:
         self._may_change("upload", path, grows=True)
         self._io_error("upload", path)

@@ -8,6 +8,13 @@ Every backend keeps the same promises:
 * ``read`` returns None for a missing file and raises ``TooLarge`` past its cap,
   so no peer can make us load an unbounded file.
 * ``list`` hides temporary files and Drive's conflict copies (``name (1).json``).
+* ``create_exclusive`` writes a file only if none has that name, for one-writer
+  claims (a NODE_ID, experiment.json). How strong that is depends on the store
+  (docs/OBJECT_STORES.md): atomic in one file system (FolderStore: a hard link
+  that fails if the name exists) and on S3/GCS (conditional PUT); best effort on
+  Drive, which has no such operation. It returns True when the file now holds
+  exactly ``data`` (so a retried call whose first try landed still wins): callers
+  put a unique session id in ``data``.
 * Failures are ``TransientStoreError`` (retry: Drive's EIO, "Transport endpoint
   is not connected", rate limits) or ``StoreError`` with a message that names
   the path and the cause (disk full, read-only, permission).
@@ -40,6 +47,8 @@ _PERMANENT = {errno.ENOSPC: "the shared folder is full (no space left)",
               errno.EROFS: "the shared folder is read-only",
               errno.EACCES: "permission denied on the shared folder",
               errno.EPERM: "operation not permitted on the shared folder"}
+_NO_LINK = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK,
+            errno.EINVAL}
 
 
 class StoreError(RuntimeError):
@@ -81,6 +90,7 @@ class Store(Protocol):
 
     def read(self, path: str, max_bytes: int) -> Optional[bytes]: ...
     def write(self, path: str, data: bytes) -> None: ...
+    def create_exclusive(self, path: str, data: bytes) -> bool: ...
     def list(self, folder: str) -> list[Entry]: ...
     def delete(self, path: str) -> None: ...
     def move(self, src: str, dst: str) -> None: ...
@@ -103,6 +113,7 @@ class FolderStore:
     def __init__(self, root: str):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.description = f"folder {self.root}"
+        self._warned_link = False
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
@@ -130,7 +141,7 @@ class FolderStore:
             raise TooLarge(f"{path} is larger than the {max_bytes}-byte cap")
         return data
 
-    def _atomic(self, path: str, fill) -> None:
+    def _atomic(self, path: str, fill, place=os.replace):
         full = self._full(path)
         folder = os.path.dirname(full)
         tmp = os.path.join(folder, f".{os.path.basename(full)}.tmp-{uuid.uuid4().hex[:8]}")
@@ -140,13 +151,14 @@ class FolderStore:
                 fill(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, full)
+            placed = place(tmp, full)
         except OSError as exc:
+            raise classify(exc, "write", path) from None
+        finally:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
-            raise classify(exc, "write", path) from None
         try:  # make the rename durable; not all filesystems allow it
             fd = os.open(folder, os.O_RDONLY)
             try:
@@ -155,9 +167,38 @@ class FolderStore:
                 os.close(fd)
         except OSError:
             pass
+        return placed
 
     def write(self, path: str, data: bytes) -> None:
         self._atomic(path, lambda fh: fh.write(data))
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """The whole file appears under its name only if the name is free: a hard link
+        from the fsynced temp file, which fails if the name exists. A mount that cannot
+        link (some FUSE file systems) falls back to look-then-rename, which is not atomic."""
+        def place(tmp, full):
+            try:
+                os.link(tmp, full)
+                return True
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in _NO_LINK:
+                    raise
+                if not self._warned_link:
+                    self._warned_link = True
+                    log.warning("%s cannot make hard links (%s): one-writer claims there are "
+                                "look-then-write, not atomic", self.description, exc.strerror)
+                if os.path.lexists(full):
+                    return False
+                os.replace(tmp, full)
+                return True
+        if self._atomic(path, lambda fh: fh.write(data), place):
+            return True
+        try:
+            return self.read(path, len(data)) == data
+        except TooLarge:
+            return False
 
     def upload(self, local_path: str, path: str) -> None:
         def fill(fh):
@@ -253,6 +294,9 @@ class RetryingStore:
 
     def write(self, path, data):
         return self._call("write", path, data)
+
+    def create_exclusive(self, path, data):
+        return self._call("create_exclusive", path, data)
 
     def list(self, folder):
         return self._call("list", folder)
