@@ -30,6 +30,7 @@ from rgym_exp.waiting import Waiter
 
 log = logging.getLogger(__name__)
 MIN_GAP = 3.0  # seconds: phase changes are written at once, but not more often than this
+MIN_WATCH = 5.0  # seconds a newcomer watches a running record before it may take it over
 
 
 class DuplicateNode(RuntimeError):
@@ -53,7 +54,7 @@ class Heartbeat:
         self.path = experiment.layout.peer(node_id)
         self.record = PeerRecord(node_id=node_id, role=role, session=uuid.uuid4().hex[:12], beat=0,
                                  status="starting", host=socket.gethostname(), pid=os.getpid(),
-                                 model=model, started_at=time.time())
+                                 model=model, started_at=time.time(), interval=interval)
         self._lock = threading.RLock()
         self._written_at = -float("inf")
         self._thread = None
@@ -72,7 +73,8 @@ class Heartbeat:
                 log.info("NODE_ID %s: the previous process (pid %d) is gone; continuing as this "
                          "node", other.node_id, other.pid)
             else:
-                watch = 2.5 * self.interval
+                # long enough to see a live writer beat even when a write is being retried
+                watch = max(2.5 * max(self.interval, other.interval), MIN_WATCH)
                 log.info("NODE_ID %s has a running record (host %s, pid %d); watching its "
                          "heartbeat for %.0fs", other.node_id, other.host, other.pid, watch)
                 end = time.monotonic() + watch

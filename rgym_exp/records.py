@@ -78,6 +78,7 @@ class PeerRecord:
     last_reward: Optional[float] = None
     external_used: Optional[int] = None
     started_at: float = 0.0
+    interval: float = 0.0               # seconds between its heartbeats (others watch that long)
 
 
 @dataclass
