@@ -18,7 +18,7 @@ from rgym_exp.config import Config, ConfigError
 from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.backends import open_store
 from rgym_exp.drive.store import Store
-from rgym_exp.records import (PROTOCOL_VERSION, ExperimentInfo, RecordReader, write_record)
+from rgym_exp.records import (PROTOCOL_VERSION, ExperimentInfo, RecordReader, to_json)
 from rgym_exp.waiting import Waiter
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,15 @@ class Experiment:
         info = self.reader.read(ExperimentInfo, self.layout.experiment_file)
         if info is None:
             info = self.info_for(source)
-            write_record(self.store, self.layout.experiment_file, info)
-            log.info("created experiment %s in %s", info.name, self.store.description)
-            return info
+            if self.store.create_exclusive(self.layout.experiment_file, to_json(info)):
+                log.info("created experiment %s in %s", info.name, self.store.description)
+                return info
+            log.info("experiment.json of %s was created by another process at the same moment; "
+                     "checking it", info.name)
+            info = self.reader.read(ExperimentInfo, self.layout.experiment_file)
+            if info is None:
+                raise ExperimentMismatch(f"{self.layout.experiment_file} exists but is not a valid "
+                                         "experiment file; use a new EXPERIMENT_NAME")
         self.check(info, source)
         return info
 

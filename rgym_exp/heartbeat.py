@@ -4,7 +4,10 @@ The record ``peers/{node_id}.json`` carries a ``beat`` counter that grows at
 every heartbeat. Others judge liveness by seeing it change on their own clock,
 so a node whose clock is minutes off is still judged correctly.
 
-Two processes with the same NODE_ID: at start, a node that finds a running
+Two processes with the same NODE_ID racing to start: each creates the marker
+``peers/.claims/{node_id}.{beat}`` with the store's exclusive create; the loser
+refuses to start (atomic on buckets and local folders, best effort on Drive).
+Otherwise, at start, a node that finds a running
 record of another session watches it; if its beat advances, the newcomer
 refuses to start (``DuplicateNode``). If it does not (the old process died),
 the newcomer takes over. A running node re-reads its record at every beat, and
@@ -90,6 +93,12 @@ class Heartbeat:
                          other.node_id)
         with self._lock:
             self.record.beat = (other.beat + 1) if other is not None else 0
+            marker = self.exp.layout.claim(self.record.node_id, self.record.beat)
+            if not self.exp.store.create_exclusive(marker, self.record.session.encode()):
+                raise DuplicateNode(
+                    f"NODE_ID {self.record.node_id} was claimed by another process at the same "
+                    f"moment ({marker} exists). Stop that process, or give this one another "
+                    "NODE_ID")
             self.record.status = "running"
             self.record.updated_at = time.time()
             write_record(self.exp.store, self.path, self.record)
