@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -30,8 +32,10 @@ def s3_endpoint() -> str:
     if _server.get("proc") is not None and _server["proc"].poll() is None:
         return _server["url"]
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = os.path.join(tempfile.mkdtemp(prefix="moto-"), "requests.log")
+    with open(log_path, "wb") as log:  # werkzeug's access log: one line per request
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                                 str(port)], stdout=log, stderr=subprocess.STDOUT)
     atexit.register(lambda: (proc.terminate(), proc.wait(timeout=10)))
     end = time.monotonic() + 60
     while time.monotonic() < end:
@@ -45,8 +49,37 @@ def s3_endpoint() -> str:
     else:
         proc.kill()
         raise RuntimeError("moto server did not start within 60s")
-    _server.update(proc=proc, url=f"http://127.0.0.1:{port}")
+    _server.update(proc=proc, url=f"http://127.0.0.1:{port}", log=log_path)
     return _server["url"]
+
+
+def request_log() -> str:
+    """The server's access log (``"GET /bucket/key?query HTTP/1.1" 200`` lines)."""
+    return _server["log"]
+
+
+def count_requests(lines: list[str], prefix: str) -> dict:
+    """Requests under ``/prefix/`` by kind (LIST, GET, HEAD, PUT, COPY, DELETE) and by
+    the experiment's top-level area (rollouts, peers, state...)."""
+    by_kind, by_area = {}, {}
+    for line in lines:
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line)  # werkzeug colours 4xx lines
+        m = re.search(r'"(GET|PUT|HEAD|POST|DELETE) /([^ ?]*)(\?[^ ]*)? HTTP', line)
+        if not m:
+            continue
+        method, path, query = m.group(1), m.group(2), m.group(3) or ""
+        if "list-type" in query or (method == "GET" and "prefix=" in query):
+            kind, key = "LIST", re.search(r"prefix=([^&]*)", query).group(1).replace("%2F", "/")
+            key = f"{path}/{key}"
+        else:
+            kind, key = ("DELETE" if "delete" in query else method), path
+        if not key.startswith(prefix + "/"):
+            continue
+        parts = key[len(prefix) + 1:].split("/")
+        area = parts[2].replace(".json", "") if len(parts) > 2 else "experiments"
+        by_kind[kind] = by_kind.get(kind, 0) + 1
+        by_area[area] = by_area.get(area, 0) + 1
+    return {"kind": by_kind, "area": by_area}
 
 
 def s3_env(endpoint: str) -> dict:

@@ -14,10 +14,11 @@ import re
 
 import pytest
 
-from tests.s3_server import new_bucket, s3_endpoint, s3_env
+from tests.s3_server import count_requests, new_bucket, request_log, s3_endpoint, s3_env
 from tests.swarm_helpers import check_folder, node_env, start_node, wait_all
 
 ROUNDS = 3
+REQUESTS_REPORT = "/tmp/rl-swarm-bucket-requests.txt"
 TOP = {"experiment.json", "state", "peers", "rollouts", "submissions", "checkpoints", "logs"}
 
 
@@ -31,9 +32,13 @@ def bucket_swarm(tiny_llama, tmp_path_factory):
     url = f"s3://{new_bucket(endpoint)}/swarm"
     aws = s3_env(endpoint)
     env = node_env(url, tiny_llama, str(root / "home"), MAX_ROUNDS=ROUNDS, **aws)
+    log_start = os.path.getsize(request_log())
     procs = [start_node(env, str(root / f"{n}.log"), role, n)
              for role, n in (("coordinator", "coord"), ("worker", "w1"), ("worker", "w2"))]
     codes = wait_all(procs, timeout=300)
+    with open(request_log(), errors="replace") as fh:
+        fh.seek(log_start)
+        requests = count_requests(fh.readlines(), url[len("s3://"):])
     logs = {n: (root / f"{n}.log").read_text(errors="replace") for n in ("coord", "w1", "w2")}
     fs = s3fs.S3FileSystem(key=aws["AWS_ACCESS_KEY_ID"], secret=aws["AWS_SECRET_ACCESS_KEY"],
                            endpoint_url=endpoint, skip_instance_cache=True)
@@ -44,7 +49,7 @@ def bucket_swarm(tiny_llama, tmp_path_factory):
         (local / key).parent.mkdir(parents=True, exist_ok=True)
         (local / key).write_bytes(fs.cat_file(f"{prefix}/{key}"))
     return dict(url=url, aws=aws, codes=codes, logs=logs, keys=keys, local=str(local),
-                root=root)
+                root=root, requests=requests, env=env)
 
 
 def test_the_bucket_swarm_finishes_every_round(bucket_swarm):
@@ -97,3 +102,22 @@ def test_status_and_report_read_the_same_bucket(bucket_swarm, monkeypatch, capsy
     assert "reward_per_round.png" in made, made
     assert status(["--gdrive-path", s["url"], "--experiment", "nope"]) == 2
     assert "no experiment 'nope'" in capsys.readouterr().err
+
+
+def test_requests_per_round_are_counted_and_bounded(bucket_swarm):
+    """The S3 requests of the whole swarm (coordinator + 2 workers) per round, from the
+    server's access log; written to REQUESTS_REPORT for docs/OBJECT_STORES.md."""
+    s, env = bucket_swarm, bucket_swarm["env"]
+    kind, area = s["requests"]["kind"], s["requests"]["area"]
+    total = sum(kind.values())
+    report = (f"S3 requests per round, whole swarm (coordinator + 2 workers, {ROUNDS} rounds, "
+              f"HEARTBEAT_INTERVAL={env['HEARTBEAT_INTERVAL']}s POLL_INTERVAL="
+              f"{env['POLL_INTERVAL']}s LOG_FLUSH_INTERVAL={env['LOG_FLUSH_INTERVAL']}s, J=2): "
+              f"{total / ROUNDS:.1f} in all; by kind "
+              + ", ".join(f"{k} {v / ROUNDS:.1f}" for k, v in sorted(kind.items()))
+              + "; by area " + ", ".join(f"{k} {v / ROUNDS:.1f}" for k, v in sorted(area.items())))
+    with open(REQUESTS_REPORT, "w") as fh:
+        fh.write(report + "\n")
+    print("\n" + report)
+    assert kind.get("PUT", 0) >= 2 * ROUNDS * 2  # each worker: a rollout and a submission a round
+    assert area.get("rollouts", 0) > 0 and area.get("submissions", 0) > 0, report
