@@ -50,8 +50,10 @@ class Config:
                              "and shares rollouts", choices=("swarm", "coordinator", "worker"),
                              group="swarm")
     GDRIVE_PATH: str = setting("", f"shared folder: a directory (Colab: {COLAB_DRIVE} when that "
-                               "exists, else ./swarm_data) or gdrive://<folder-id> for the Drive "
-                               "API", group="swarm")
+                               "exists, else ./swarm_data), gdrive://<folder-id> for the Drive "
+                               "API, or a bucket: gs://BUCKET/PREFIX or s3://BUCKET/PREFIX "
+                               "(pip install .[gcs] / .[s3]; docs/OBJECT_STORES.md)",
+                               group="swarm")
     GDRIVE_CREDENTIALS: str = setting("", "for gdrive:// paths: a service-account key or OAuth token "
                                       "JSON file; default: GOOGLE_APPLICATION_CREDENTIALS, then "
                                       "Colab's google.colab.auth", group="swarm", secret=False)

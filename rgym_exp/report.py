@@ -268,7 +268,7 @@ def main(argv: Optional[list] = None) -> int:
                                      description=__doc__.split("\n")[0])
     add_folder_args(parser)
     parser.add_argument("--out", default="", help="output folder (default: <experiment>/report "
-                        "in a local folder, ./report for gdrive://; --compare: .../compare)")
+                        "in a local folder, ./report for gdrive:// and buckets; --compare: .../compare)")
     parser.add_argument("--window", type=int, default=10, help="moving-average window, in rounds")
     parser.add_argument("--compare", nargs="+", metavar="EXP", help="experiments to compare; the "
                         "first is the baseline (names in --gdrive-path, or .../experiments/NAME)")

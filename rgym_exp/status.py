@@ -223,7 +223,8 @@ def add_folder_args(parser: argparse.ArgumentParser) -> None:
     """--gdrive-path, --experiment, --credentials, --endpoint (env vars as defaults)."""
     env = os.environ.get
     parser.add_argument("--gdrive-path", default=env("GDRIVE_PATH", "") or default_gdrive_path(),
-                        help="shared folder or gdrive://<folder-id> (default: $GDRIVE_PATH, else "
+                        help="shared folder, gdrive://<folder-id>, gs:// or s3://BUCKET/PREFIX "
+                        "(default: $GDRIVE_PATH, else "
                         "the launcher's: the Colab Drive folder or ./swarm_data)")
     parser.add_argument("--experiment", default=env("EXPERIMENT_NAME", "") or Config.EXPERIMENT_NAME,
                         help="experiment name (default: $EXPERIMENT_NAME, else rl-swarm)")
