@@ -12,6 +12,9 @@ what can be observed: exit codes, files, metrics lines, log lines and the
 journal. Every scenario also checks two invariants: each file had one writer
 at a time (journal), and no visible file in the folder is torn or corrupt.
 
+``bucket`` runs kills, restarts, transient errors and junk objects on an S3 bucket
+(GDRIVE_PATH=s3://..., a local moto server; needs s3fs and moto from requirements-dev.txt).
+
 Prints one line per scenario, ``PASS|FAIL  <scenario>: <evidence>``, and last
 ``chaos: N/N scenarios passed``; the exit code is 0 only if all passed.
 """
@@ -183,6 +186,68 @@ class Run:
         torn = check_folder(self.drive)
         check(not torn, f"corrupt files: {torn[:3]}")
         return f"{changes} changes, one writer each; 0 torn files"
+
+
+class BucketRun(Run):
+    """A Run whose shared folder is an S3 bucket on a local S3-compatible server (moto,
+    tests/s3_server.py): nodes get GDRIVE_PATH=s3://... and AWS_ENDPOINT_URL; this script
+    reads the bucket through the store, and copies it to ``self.drive`` for the folder checks."""
+
+    def __init__(self, root: str, name: str, model: str, **settings):
+        from rgym_exp.drive.backends import open_store
+        from tests.s3_server import new_bucket, s3_endpoint, s3_env
+        endpoint = s3_endpoint()
+        aws = s3_env(endpoint)
+        os.environ.update(aws)                      # this script's own store
+        self.url = f"s3://{new_bucket(endpoint)}/swarm"
+        self.store = open_store(self.url)
+        super().__init__(root, name, model, **settings, **aws)
+        self.env["GDRIVE_PATH"] = self.url
+
+    def _json(self, path: str):
+        import json
+        try:
+            return json.loads(self.store.read(f"experiments/exp/{path}", 1 << 20) or b"null")
+        except Exception:  # noqa: BLE001 - torn or missing reads as nothing yet
+            return None
+
+    def state(self) -> dict:
+        return self._json("state/current_state.json") or {}
+
+    def peer(self, node: str) -> dict:
+        return self._json(f"peers/{node}.json") or {}
+
+    def metrics(self, node: str) -> list[dict]:
+        import json
+        data = self.store.read(f"experiments/exp/logs/{node}/metrics.jsonl", 1 << 22) or b""
+        return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+    def rounds(self, node: str) -> list[int]:
+        return [m["round"] for m in self.metrics(node)]
+
+    def plant(self, r: int, seed: int) -> int:
+        """Junk objects in rollouts/round_r: every regular-file kind of tests/junk.py."""
+        local = os.path.join(self.dir, f"junk_{r}")
+        plant_junk(local, 200, r, huge=False, seed=seed)
+        planted = 0
+        for name in os.listdir(local):
+            path = os.path.join(local, name)
+            if os.path.isfile(path) and "/" not in name and name not in ("", ".", ".."):
+                try:
+                    self.store.upload(path, f"experiments/exp/rollouts/round_{r}/{name}")
+                    planted += 1
+                except Exception:  # noqa: BLE001 - a name no store accepts is no junk here
+                    pass
+        return planted
+
+    def invariants(self) -> str:
+        fs, prefix = self.store.inner.fs, self.url[len("s3://"):]
+        for key in fs.find(prefix):
+            target = os.path.join(self.drive, *key[len(prefix) + 1:].split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as fh:
+                fh.write(fs.cat_file(key))
+        return super().invariants()
 
 
 def kill_mid_round(run: Run, proc, node: str, min_round: int, rng: random.Random) -> str:
@@ -537,8 +602,46 @@ def bad_names(root, model, long, rng):
     return [verdict]
 
 
+@judges("bucket: worker SIGKILLed mid-round, restarted",
+        "bucket: junk objects and 10% transient errors")
+def bucket(root, model, long, rng):
+    """On an S3 bucket: junk objects in rounds 0-1, 10% transient errors on every node, a
+    worker killed mid-round and restarted with the same NODE_ID."""
+    rounds = 10 if long else 6
+    run = BucketRun(root, "bucket", model, MAX_ROUNDS=rounds, CHECKPOINT_INTERVAL=2,
+                    ROLLOUT_KEEP_LAST_N_ROUNDS=2, CHAOS_MIN_CALL=0.3)
+    planted = [run.plant(r, seed=r) for r in range(2)]
+    faults = f"io_error=0.1,seed={rng.randrange(1000)}"
+    procs = {n: run.start(role, n, faults=faults) for role, n in
+             (("coordinator", "coord"), ("worker", "w1"), ("worker", "w2"))}
+    try:
+        killed = kill_mid_round(run, procs["w1"], "w1", 2, rng)
+        procs["w1"] = run.start("worker", "w1", faults=faults)
+        codes = run.wait(procs)
+    finally:
+        run.close()
+
+    def restart():
+        check(set(codes.values()) == {0}, f"exit codes {codes}")
+        w1 = run.rounds("w1")
+        check(w1 == sorted(set(w1)) and w1[-1] == rounds - 1, f"w1 recorded rounds {w1}")
+        resumed = re.findall(r"resumed from checkpoint of round (\d+)", run.output("w1"))
+        check(len(resumed) == 1, f"w1 resumed {len(resumed)}x")
+        return (f"{run.url}: killed w1 at {killed}; resumed from the checkpoint of round "
+                f"{resumed[0]}; rounds each recorded once; exit 0; {run.invariants()}")
+
+    def junk_errors():
+        check(set(codes.values()) == {0}, f"exit codes {codes}")
+        retries = len(re.findall(r"retry \d+/\d+", "".join(run.output(n) for n in codes)))
+        check(retries > 0, "no fault was injected")
+        check(run.rounds("w2") == list(range(rounds)), f"w2 rounds {run.rounds('w2')}")
+        return (f"{sum(planted)} junk objects in rounds 0-1 ignored, {retries} injected errors "
+                f"retried; all {rounds} rounds, exit 0")
+    return [restart, junk_errors]
+
+
 RUNS = [restarts, uneven, clocks, takeover, junk_and_errors, drive_faults, broken_folder,
-        truncated_checkpoint, bad_names]
+        truncated_checkpoint, bad_names, bucket]
 
 
 def main(argv=None) -> int:
