@@ -278,3 +278,16 @@ def test_a_passing_failure_is_transient_and_retried(backend):
         assert backend.store.retries >= retries + 1
     else:
         assert backend.store.retries == retries + 1
+
+
+def test_store_is_a_leaf_and_the_table_imports_no_client_library():
+    import subprocess
+    import sys
+    code = ("import sys, rgym_exp.drive.store as s; a = sorted(m for m in sys.modules if "
+            "m.startswith('rgym_exp.') and m != 'rgym_exp.drive.store' and m != 'rgym_exp.drive'); "
+            "import rgym_exp.drive.backends; "
+            "b = sorted(m for m in ('s3fs', 'gcsfs', 'botocore', 'googleapiclient', 'fsspec') "
+            "if m in sys.modules); print(a, b)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "[] []", out.stdout
