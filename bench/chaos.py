@@ -45,7 +45,7 @@ from tests.swarm_helpers import (check_folder, exp_dir, metrics, node_env,  # no
 PROCS: list[subprocess.Popen] = []            # every process started, killed at exit
 NAME = NAME_PATTERN                           # node ids, as the protocol allows them
 OWNED = [re.compile(rf"^experiments/[^/]+/{p}") for p in (
-    rf"peers/({NAME})\.json$", rf"peers/\.claims/({NAME})\.\d+$",
+    rf"peers/({NAME})\.json$", rf"\.claims/({NAME})\.\d+$",
     rf"rollouts/round_\d+/({NAME})(\.\d+)?\.json$",
     rf"submissions/round_\d+/({NAME})\.json$", rf"checkpoints/({NAME})/", rf"logs/({NAME})/")]
 COORDINATOR_ONLY = re.compile(r"^experiments/[^/]+/(experiment\.json|state/|rollouts/round_\d+$|"

@@ -5,7 +5,7 @@ every heartbeat. Others judge liveness by seeing it change on their own clock,
 so a node whose clock is minutes off is still judged correctly.
 
 Two processes with the same NODE_ID racing to start: each creates the marker
-``peers/.claims/{node_id}.{beat}`` with the store's exclusive create; the loser
+``.claims/{node_id}.{beat}`` with the store's exclusive create; the loser
 refuses to start (atomic on buckets and local folders, best effort on Drive).
 Otherwise, at start, a node that finds a running
 record of another session watches it; if its beat advances, the newcomer

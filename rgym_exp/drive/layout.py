@@ -4,7 +4,7 @@
       experiment.json                       coordinator, once: settings all nodes share
       state/current_state.json              coordinator only
       peers/{node_id}.json                  each node its own: registration + heartbeat
-      peers/.claims/{node_id}.{beat}        made once (exclusive create) per process start
+      .claims/{node_id}.{beat}              made once (exclusive create) per process start
       rollouts/round_{R}/{node_id}.json     each worker, once per round
       rollouts/round_{R}/{node_id}.{k}.json   ... or chunk k when publishing per generation batch
       submissions/round_{R}/{node_id}.json  each worker after training round R
@@ -97,7 +97,7 @@ class Layout:
     def claim(self, node: str, beat: int) -> str:
         """Marker made with create_exclusive when a process takes NODE_ID ``node`` at
         ``beat``: one process wins each (node, beat). Hidden (leading '.') from listings."""
-        return f"{self.peers_dir}/.claims/{check_name('NODE_ID', node)}.{int(beat)}"
+        return f"{self.root}/.claims/{check_name('NODE_ID', node)}.{int(beat)}"
 
     @property
     def rollouts_root(self) -> str:
