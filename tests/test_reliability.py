@@ -402,8 +402,8 @@ def test_a_read_only_folder_stops_a_node_at_once_with_a_clear_error(tmp_path):
     proc = start_node(env, str(tmp_path / "c.log"), "coordinator", "coord")
     assert proc.wait(timeout=60) == 1
     text = open(tmp_path / "c.log").read()
-    assert ("shared folder error: the shared folder is read-only: cannot write "
-            "experiments/exp/peers/coord.json (Read-only file system)") in text
+    assert ("shared folder error: the shared folder is read-only: cannot create "  # its claim
+            "experiments/exp/.claims/coord.0 (Read-only file system)") in text
 
 
 # --- a worker in this process: checkpoints, a full disk, a takeover ----------------------------
