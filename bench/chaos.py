@@ -46,7 +46,7 @@ PROCS: list[subprocess.Popen] = []            # every process started, killed at
 NAME = NAME_PATTERN                           # node ids, as the protocol allows them
 OWNED = [re.compile(rf"^experiments/[^/]+/{p}") for p in (
     rf"peers/({NAME})\.json$", rf"\.claims/({NAME})\.\d+$",
-    rf"rollouts/round_\d+/({NAME})(\.\d+)?\.json$",
+    rf"rollouts/round_\d+/({NAME})(\.\d+)?(\.s\d+)?\.json$",
     rf"submissions/round_\d+/({NAME})\.json$", rf"checkpoints/({NAME})/", rf"logs/({NAME})/")]
 COORDINATOR_ONLY = re.compile(r"^experiments/[^/]+/(experiment\.json|state/|rollouts/round_\d+$|"
                               r"archive/)")

@@ -15,25 +15,29 @@ Draws are deterministic: the same (seed, node, round) gives the same questions.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import functools
 import hashlib
 import io
 import json
+import operator
 import os
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from genrl.rewards import exact_match, numeric_match, parse_number
+from genrl.rewards import CORRECT, exact_match, numeric_match, parse_number
 
 PAPER_TASKS = ("base_conversion", "basic_arithmetic", "arc_1d", "bf", "propositional_logic",
                "fraction_simplification", "decimal_arithmetic", "calendar_arithmetic",
                "binary_matrix")
 DEFAULT_POOL_SIZE = 10_000  # questions per task; `size` in a task's settings overrides
+ORACLE_SAMPLE = 24          # questions per task whose answers are checked against the scorer
 
 
 class InvalidSource(ValueError):
@@ -140,10 +144,75 @@ def validate_tasks(tasks: list[TaskSpec]) -> None:
             raise ValueError(f"task {task.name} is listed twice with the same settings")
         seen.add(task)
         try:
-            _dataset(task.name, json.dumps(task.config, sort_keys=True), 0)
+            ds = _dataset(task.name, json.dumps(task.config, sort_keys=True), 0)
         except Exception as exc:  # noqa: BLE001 - reasoning-gym raises many kinds
             raise ValueError(f"settings {task.config} are not valid for task {task.name}: "
                              f"{type(exc).__name__}: {exc}") from None
+        check_answers(task, ds)
+
+
+def check_answers(task: TaskSpec, ds, sample: int = ORACLE_SAMPLE) -> None:
+    """Refuse a task whose questions disagree with their own answers, on a sample: the
+    task's scorer must give its oracle answer full marks, and where the question's
+    metadata carries an arithmetic expression, its exact value must be the answer.
+    (reasoning-gym's basic_arithmetic with allow_parentheses=False writes "Calculate 4 / 1
+    / 7." with answer 8: its scorer only compares against that answer, so it cannot tell.)"""
+    wrong, checked = 0, 0
+    with contextlib.redirect_stdout(io.StringIO()):
+        for index in range(min(sample, len(ds))):
+            entry = ds[index]
+            if entry.get("answer") is None:    # judged by meaning (propositional_logic)
+                continue
+            checked += 1
+            try:
+                ok = float(ds.score_answer(str(entry["answer"]), entry)) >= CORRECT
+            except Exception:  # noqa: BLE001 - a scorer that fails on its own answer
+                ok = False
+            expression = (entry.get("metadata") or {}).get("expression")
+            if ok and isinstance(expression, str):
+                try:
+                    value = arithmetic_value(expression)
+                    ok = value is None or value == _fraction(entry["answer"])
+                except ZeroDivisionError:      # an unanswerable question
+                    ok = False
+            wrong += not ok
+    if wrong:
+        setting = f" with settings {task.config}" if task.config else ""
+        raise ValueError(f"task {task.name}{setting} makes questions that disagree with their own "
+                         f"answers ({wrong} of {checked} checked); change its settings or leave it "
+                         "out of TASKS")
+
+
+_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+               ast.Div: operator.truediv}
+
+
+def _fraction(value) -> Optional[Fraction]:
+    try:
+        return Fraction(str(value).strip())
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def arithmetic_value(expression: str) -> Optional[Fraction]:
+    """The exact value of a plain arithmetic expression (numbers, + - * /, parentheses);
+    None when it is anything else; ZeroDivisionError when it divides by zero."""
+    if len(expression) > 500:
+        return None
+
+    def value(node):
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return Fraction(str(node.value))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            inner = value(node.operand)
+            return -inner if isinstance(node.op, ast.USub) else inner
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+            return _ARITHMETIC[type(node.op)](value(node.left), value(node.right))
+        raise ValueError("not plain arithmetic")
+    try:
+        return value(ast.parse(expression.replace("×", "*").replace("÷", "/"), mode="eval").body)
+    except (ValueError, SyntaxError, RecursionError):
+        return None
 
 
 @functools.lru_cache(maxsize=64)

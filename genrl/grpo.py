@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -65,8 +66,17 @@ class TrainGroup:
 
 
 def group_advantages(rewards: list[float], eps: float = 1e-4) -> list[float]:
+    """(r - mean) / max(std, floor): GRPO's group-normalised advantage, except that the
+    standard deviation is never taken below that of one correct answer among G
+    (sqrt(G-1)/G). Groups of 0/1 rewards are unchanged; a group whose rewards differ by a
+    crumb (partial credit, a format bonus) gets advantages in proportion to the crumb,
+    not the full-size ones of a group in which somebody was right."""
     r = torch.tensor(rewards, dtype=torch.float64)
-    std = r.std(unbiased=False) if len(rewards) > 1 else torch.tensor(0.0, dtype=torch.float64)
+    n = len(rewards)
+    if n < 2:
+        return [0.0] * n
+    floor = math.sqrt(n - 1) / n
+    std = max(float(r.std(unbiased=False)), floor)
     return ((r - r.mean()) / (std + eps)).tolist()
 
 
@@ -85,6 +95,7 @@ class GRPOTrainer:
     def __init__(self, policy: Policy, config: GRPOConfig):
         self.policy, self.config = policy, config
         self.model, self.tokenizer, self.device = policy.model, policy.tokenizer, policy.device
+        self.turn_end = policy.turn_end_id
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(0.9, 0.99),
                                            weight_decay=config.weight_decay)
@@ -115,7 +126,7 @@ class GRPOTrainer:
         """A peer's decoded text as this node's tokens (capped at max_new_tokens)."""
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.config.max_new_tokens]
         if ended and len(ids) < self.config.max_new_tokens:
-            ids.append(self.policy.eos_ids[0])
+            ids.append(self.turn_end)          # how this model ends a turn (models.turn_end_id)
         return ids
 
     @torch.no_grad()

@@ -49,6 +49,10 @@ class Policy:
     def eos_ids(self) -> list[int]:
         return eos_token_ids(self.model, self.tokenizer)
 
+    @property
+    def turn_end_id(self) -> int:
+        return turn_end_id(self.tokenizer, self.eos_ids)
+
 
 def pick_device(setting: str = "auto") -> torch.device:
     """``auto``: cuda > mps > cpu. ``cuda:1`` selects a GPU."""
@@ -105,6 +109,32 @@ def eos_token_ids(model, tokenizer) -> list[int]:
         elif isinstance(value, (list, tuple)):
             ids.update(int(v) for v in value)
     return sorted(ids)
+
+
+_MARK = "Zq7Xy3Wv"   # an assistant reply no template rewrites; what follows it ends a turn
+
+
+def turn_end_id(tokenizer, eos_ids: list[int]) -> int:
+    """The token that ends an assistant turn in this tokenizer's chat template (what this
+    model's own completions end with, e.g. <|im_end|>, <|eot_id|>, <end_of_turn>), so a
+    peer's text is trained to stop the way local samples do. A model with several EOS ids
+    (Qwen2.5: <|im_end|> and <|endoftext|>) would otherwise learn the wrong one. Without a
+    template: the tokenizer's EOS token."""
+    fallback = tokenizer.eos_token_id if tokenizer.eos_token_id in eos_ids else eos_ids[0]
+    if not getattr(tokenizer, "chat_template", None):
+        return fallback
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "q"},
+                                              {"role": "assistant", "content": _MARK}],
+                                             tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot render a reply: keep the EOS
+        return fallback
+    after = text.split(_MARK, 1)[1] if _MARK in text else ""
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after.strip() else []
+    for token in ids[:2]:            # the first token after the reply, allowing a leading space
+        if token in eos_ids or token in tokenizer.all_special_ids:
+            return token
+    return fallback
 
 
 def _from_gguf(path: str):
@@ -194,9 +224,22 @@ def prepare_tokenizer(tokenizer) -> None:
 
 
 def build_prompt(tokenizer, question: str, system_prompt: str = SYSTEM_PROMPT) -> str:
-    """Chat template when the tokenizer has one, else a plain Question/Answer format."""
+    """Chat template when the tokenizer has one, else a plain Question/Answer format.
+    The text is meant to be tokenized with the tokenizer's usual special tokens: when the
+    tokenizer adds BOS itself, the template's own BOS is left out (no double BOS)."""
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "system", "content": system_prompt},
                     {"role": "user", "content": question}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        bos = tokenizer.bos_token
+        if bos and text.startswith(bos) and adds_bos(tokenizer):
+            text = text[len(bos):]
+        return text
     return f"{system_prompt}\n\nQuestion: {question}\nAnswer:"
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether tokenizing text puts a BOS token in front of it."""
+    bos = tokenizer.bos_token_id
+    ids = tokenizer("x")["input_ids"]
+    return bos is not None and bool(ids) and ids[0] == bos

@@ -1,50 +1,130 @@
 """Rewards: turn any completion text into a number, never an exception.
 
-A reward is the task verifier's score of the extracted answer (0..1), plus an
-optional format bonus. Completions come from our own sampler and, re-scored,
-from peers, so every function here treats its input as arbitrary text.
+A reward is correctness plus an optional format bonus. Completions come from our
+own sampler and, re-scored, from peers, so every function here treats its input
+as arbitrary text.
 
-Answer extraction: the content of the *last* ``<answer>...</answer>`` pair.
-Fallback when no complete pair exists (``ANSWER_FALLBACK``):
-  * ``last_line`` (default): the last non-empty line; if it says "answer is X",
-    "answer: X" or "answer = X", just X; a trailing period removed. Many
-    reasoning-gym prompts ask for "only the final value", and a small model
-    often obeys without tags; this keeps its correct answers.
-  * ``none``: no tags, no answer (reward 0) -- strict, as in the paper.
+Correctness: the task verifier scores the extracted answer in [0, 1]. By default
+only a fully correct answer counts (1, else 0): reasoning-gym gives partial credit
+to some wrong answers (0.01-0.25, or len(oracle)/len(answer) for an answer that
+merely contains the right one), and GRPO's per-group normalisation would turn
+such crumbs into a full-size advantage (bench/rewards.py). ``partial_credit=True``
+keeps the verifier's raw score, as the SAPO paper's code does.
+
+Answer extraction: the content of the *last* ``<answer>...</answer>`` pair
+(nested or doubled tags flattened; an unclosed final ``<answer>`` counts up to the
+end of its line). When a completion has no tag at all (``fallback``):
+  * ``guarded`` (default): the last explicit statement ("the answer is X",
+    "Answer: X", "**Final answer:** X", ``\\boxed{X}``), else a last line that is a
+    bare value (a few words at most). Never an answer made only of the question's
+    own words: echoing the prompt, or any piece of it, earns nothing.
+  * ``none``: no tags, no answer (the paper's rule).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 MAX_ANSWER_CHARS = 2_000  # verifiers see at most this much: bounds their run time
-FALLBACKS = ("last_line", "none")
+FALLBACKS = ("guarded", "none")
+CORRECT = 1.0 - 1e-6       # a verifier score at or above this is a correct answer
+BARE_VALUE_WORDS = 4       # a tagless last line of at most this many words may be the answer
 
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
-_SAYS_RE = re.compile(r"\banswer\s*(?:is|:|=)\s*(.+)$", re.I)
+_PAIR_RE = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
+_OPEN_RE = re.compile(r"<answer>", re.I)
+_TAG_RE = re.compile(r"</?answer>", re.I)
+_SAYS_RE = re.compile(r"\banswer\b\s*(?:is\b|was\b|=|:)\s*[:=]?\s*(.+)", re.I)
+_BOXED_RE = re.compile(r"\\boxed\{([^{}]*)\}")
 _FORMAT_RE = re.compile(r"^\s*(?:<think>.*?</think>\s*)?(?:[^<]*?)<answer>\s*\S.*?</answer>\s*$",
                         re.S | re.I)
+_TOKEN_RE = re.compile(r"[-+]?\d+(?:[.,/]\d+)*|\w+|[^\w\s]")   # "-4" is one token, "- 4" two
 
 
-def extract_answer(text: str, fallback: str = "last_line") -> Optional[str]:
-    """The answer a completion gives, or None when it gives none."""
-    if not isinstance(text, str):
+def _clean(answer: str) -> Optional[str]:
+    """Strip what decorates an answer: whitespace, markdown emphasis, code ticks, $..$,
+    a leading colon, a trailing full stop."""
+    answer = _TAG_RE.sub("", answer).strip()
+    for _ in range(3):
+        before = answer
+        answer = answer.strip().lstrip(":").strip()
+        for mark in ("**", "__", "`", "$"):
+            if answer.startswith(mark) and answer.endswith(mark) and len(answer) > 2 * len(mark):
+                answer = answer[len(mark):-len(mark)].strip()
+            elif answer.startswith(mark) and mark not in answer[len(mark):]:
+                answer = answer[len(mark):]
+            elif answer.endswith(mark) and mark not in answer[:-len(mark)]:
+                answer = answer[:-len(mark)]
+        boxed = _BOXED_RE.fullmatch(answer)
+        if boxed:
+            answer = boxed.group(1)
+        if answer.endswith(".") and not answer.endswith(".."):
+            answer = answer[:-1]
+        if answer == before:
+            break
+    return answer.strip()[:MAX_ANSWER_CHARS] or None
+
+
+def tagged_answer(text: str) -> Optional[str]:
+    """The last answer given in tags, or None when the text has no ``<answer>``."""
+    pairs = list(_PAIR_RE.finditer(text))
+    opens = list(_OPEN_RE.finditer(text))
+    if not opens:
         return None
-    matches = _ANSWER_RE.findall(text)
-    if matches:
-        return matches[-1].strip()[:MAX_ANSWER_CHARS]
-    if fallback != "last_line":
-        return None
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    last_open = opens[-1]
+    if not pairs or last_open.start() >= pairs[-1].end():
+        # an <answer> after the last complete pair, never closed: up to the end of its line
+        tail = text[last_open.end():].lstrip()
+        return _clean(tail.split("\n", 1)[0]) if tail else None
+    return _clean(pairs[-1].group(1))
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN_RE.findall(text.lower())
+
+
+def echoes(answer: str, question: str) -> bool:
+    """True when ``answer`` could have been pieced together from ``question``: every one
+    of its words, numbers and symbols appears in it (whole or as part of a longer one,
+    since a copy may start mid-word)."""
+    if not question:
+        return False
+    flat = " ".join(question.lower().split())
+    return all(token in flat for token in _tokens(answer))
+
+
+def fallback_answer(text: str, question: str = "") -> Optional[str]:
+    """The answer a tagless completion states (see the module doc, ``guarded``)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return None
-    said = _SAYS_RE.findall(lines[-1])
-    answer = (said[-1] if said else lines[-1]).strip()
-    if answer.endswith(".") and not answer.endswith(".."):
-        answer = answer[:-1].strip()
-    return answer[:MAX_ANSWER_CHARS] or None
+    found = None
+    for line in reversed(lines):           # the last explicit statement wins
+        said = _SAYS_RE.findall(line) or _BOXED_RE.findall(line)
+        if said:
+            found = _clean(said[-1])
+            break
+    if found is None:
+        last = _clean(lines[-1])
+        if last is not None and len(last.split()) <= BARE_VALUE_WORDS:
+            found = last
+    if found is None or echoes(found, question):
+        return None
+    return found
+
+
+def extract_answer(text: str, fallback: str = "guarded", question: str = "") -> Optional[str]:
+    """The answer a completion gives, or None when it gives none. ``question`` (its
+    text) lets the fallback refuse answers copied from it."""
+    if not isinstance(text, str):
+        return None
+    tagged = tagged_answer(text)
+    if tagged is not None or _OPEN_RE.search(text):
+        return tagged
+    return fallback_answer(text, question if isinstance(question, str) else "") \
+        if fallback == "guarded" else None
 
 
 def format_reward(text: str) -> float:
@@ -67,13 +147,37 @@ def safe_score(verify: Callable[[Optional[str]], float], answer: Optional[str]) 
     return min(1.0, max(0.0, value))
 
 
-def completion_reward(text: str, verify: Callable[[Optional[str]], float], *,
-                      format_weight: float = 0.0, fallback: str = "last_line") -> float:
-    """The reward of one completion: verifier score + format_weight * format."""
-    reward = safe_score(verify, extract_answer(text, fallback))
+def completion_reward(text: str, verify: Callable[[Optional[str]], float], *, question: str = "",
+                      format_weight: float = 0.0, fallback: str = "guarded",
+                      partial_credit: bool = False) -> float:
+    """The reward of one completion: correctness + format_weight * format. No answer
+    scores 0 without asking the verifier (some pay crumbs for nothing: reasoning-gym's
+    fraction_simplification gives 0.01 to an empty answer)."""
+    answer = extract_answer(text, fallback, question)
+    score = 0.0 if answer is None else safe_score(verify, answer)
+    reward = score if partial_credit else float(score >= CORRECT)
     if format_weight:
         reward += format_weight * format_reward(text)
     return reward
+
+
+@dataclass(frozen=True)
+class RewardRule:
+    """How a node scores completions (shared settings: every node of a swarm agrees).
+    Called as ``rule(text, question)`` with a genrl.data.Question."""
+    fallback: str = "guarded"
+    partial_credit: bool = False
+    format_weight: float = 0.0
+
+    def __call__(self, text: str, question) -> float:
+        return completion_reward(text, question.verify, question=question.text,
+                                 format_weight=self.format_weight, fallback=self.fallback,
+                                 partial_credit=self.partial_credit)
+
+    def correct(self, text: str, question) -> bool:
+        """Whether the answer is right (format and partial credit aside): evaluation."""
+        answer = extract_answer(text, self.fallback, question.text)
+        return answer is not None and safe_score(question.verify, answer) >= CORRECT
 
 
 # --- verifiers for a user's own question set -------------------------------

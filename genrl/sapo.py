@@ -1,19 +1,25 @@
-"""SAPO batch selection: I local groups plus up to J groups from the swarm.
+"""SAPO batch selection: what a node may train on from its peers.
 
-External groups are untrusted. Each is re-scored here with the receiver's own
-verifier against the receiver's own ground truth, regenerated from the group's
-task metadata; a group whose question text does not match its metadata is
-rejected. Groups whose G rewards are all equal carry no advantage and are
-dropped; J are then sampled uniformly (seeded). With fewer than J usable, all
-of them are used and the count is reported. J = 0 is plain GRPO.
+Each round a node trains on its I local groups plus up to J external groups.
+External groups are untrusted. ``ExternalSelector`` judges them one at a time:
+it regenerates the question from the group's task metadata and rejects a group
+whose text does not match, skips the node's own groups, duplicates and any group
+it has trained on before (by content, so an echo of an old group is caught too),
+re-scores every completion with the node's own reward rule, and keeps the group
+only if its rewards differ (a group whose G rewards are equal has no GRPO
+advantage). The exchange (rgym_exp/exchange.py) feeds it groups as it reads
+peers' files and stops at J; ``select_external`` does the same for a pool
+already in memory, sampling J uniformly from the usable groups. J = 0 is plain
+GRPO.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -31,10 +37,15 @@ class ScoredGroup:
     origin: str                                     # node id that generated it
     round: int
     token_ids: Optional[list[list[int]]] = None     # sampled ids (local groups only)
+    prompt: str = ""                                # this node's prompt (local groups)
 
     @property
     def has_signal(self) -> bool:
         return has_signal(self.rewards)
+
+    @property
+    def key(self) -> str:
+        return group_key(self.question.source, self.completions)
 
 
 def has_signal(rewards: list[float]) -> bool:
@@ -42,13 +53,10 @@ def has_signal(rewards: list[float]) -> bool:
     return len(rewards) > 1 and max(rewards) - min(rewards) > 1e-9
 
 
-@dataclass
-class ExternalPick:
-    groups: list[ScoredGroup]                        # the J (or fewer) chosen
-    considered: int = 0                              # groups offered for selection
-    usable: int = 0                                  # passed checks and have signal
-    zero_advantage: int = 0                          # dropped: all rewards equal
-    rejected: Counter = field(default_factory=Counter)  # reason -> count
+def group_key(source: dict, completions: list[str]) -> str:
+    """A group's identity by content: the same question and completions, whoever sends it."""
+    blob = json.dumps([source, completions], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 RewardFn = Callable[[str, Question], float]
@@ -65,31 +73,82 @@ def rescore(group: RolloutGroup, source, reward_fn: RewardFn) -> ScoredGroup:
                        ended=list(group.ended), origin=group.node_id, round=group.round)
 
 
+@dataclass
+class ExternalSelector:
+    """Judges peer groups for one node; remembers what the node trained on."""
+    source: object
+    reward_fn: RewardFn
+    own_node: str = ""
+    used: dict = field(default_factory=dict)          # group key -> round it was generated in
+    considered: int = 0
+    zero_advantage: int = 0
+    used_before: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    _seen: set = field(default_factory=set)
+
+    def start_round(self) -> None:
+        """Forget this round's counters and duplicates (not what was trained on)."""
+        self.considered = self.zero_advantage = self.used_before = 0
+        self.rejected = Counter()
+        self._seen = set()
+
+    def consider(self, group: RolloutGroup) -> Optional[ScoredGroup]:
+        """The group re-scored, if this node may train on it; else None (counted)."""
+        if group.node_id == self.own_node:
+            return None
+        key = group_key(group.source, group.completions)
+        if key in self._seen:
+            return None
+        self._seen.add(key)
+        self.considered += 1
+        if key in self.used:
+            self.used_before += 1
+            return None
+        try:
+            scored = rescore(group, self.source, self.reward_fn)
+        except InvalidSource as exc:
+            self.rejected[str(exc)] += 1
+            return None
+        if not scored.has_signal:
+            self.zero_advantage += 1
+            return None
+        return scored
+
+    def mark_used(self, groups: Iterable[ScoredGroup]) -> None:
+        for g in groups:
+            self.used[g.key] = g.round
+
+    def forget_before(self, round_: int) -> None:
+        """Drop keys of groups older than any round the exchange still reads."""
+        self.used = {k: r for k, r in self.used.items() if r >= round_}
+
+
+@dataclass
+class ExternalPick:
+    groups: list[ScoredGroup]                        # the J (or fewer) chosen
+    considered: int = 0                              # groups offered for selection
+    usable: int = 0                                  # passed checks and have signal
+    zero_advantage: int = 0                          # dropped: all rewards equal
+    rejected: Counter = field(default_factory=Counter)  # reason -> count
+
+
 def select_external(candidates: list[RolloutGroup], num_external: int, source,
                     reward_fn: RewardFn, rng: np.random.Generator,
-                    exclude_node: Optional[str] = None) -> ExternalPick:
-    """Choose up to ``num_external`` groups uniformly from the usable candidates."""
+                    exclude_node: Optional[str] = None,
+                    selector: Optional[ExternalSelector] = None) -> ExternalPick:
+    """Choose up to ``num_external`` groups uniformly from the usable candidates of a
+    pool already in memory (the exchange reads and judges lazily instead)."""
     pick = ExternalPick(groups=[])
     if num_external <= 0:
         return pick
-    usable, seen = [], set()
-    for group in candidates:
-        key = (group.node_id, group.round, json.dumps(group.source, sort_keys=True))
-        if group.node_id == exclude_node or key in seen:
-            continue
-        seen.add(key)
-        pick.considered += 1
-        try:
-            scored = rescore(group, source, reward_fn)
-        except InvalidSource as exc:
-            pick.rejected[str(exc)] += 1
-            continue
-        if not scored.has_signal:
-            pick.zero_advantage += 1
-            continue
-        usable.append(scored)
+    judge = selector or ExternalSelector(source, reward_fn, exclude_node or "")
+    judge.start_round()
+    usable = [g for g in (judge.consider(c) for c in candidates) if g is not None]
+    pick.considered, pick.zero_advantage = judge.considered, judge.zero_advantage
+    pick.rejected = judge.rejected
     pick.usable = len(usable)
     if usable:
         chosen = rng.choice(len(usable), size=min(num_external, len(usable)), replace=False)
         pick.groups = [usable[int(i)] for i in sorted(chosen)]
+    judge.mark_used(pick.groups)
     return pick

@@ -126,12 +126,23 @@ class Config:
                                  choices=("auto", "exact", "numeric"), shared=True)
     FORMAT_REWARD_WEIGHT: float = setting(0.0, "bonus for a well-formed <answer> block "
                                           "(paper: off)", min=0, max=10, shared=True)
-    ANSWER_FALLBACK: str = setting("last_line", "answer used when a completion has no "
-                                   "<answer> tags", choices=("last_line", "none"), shared=True)
+    ANSWER_FALLBACK: str = setting("guarded", "answer used when a completion has no <answer> "
+                                   "tags: guarded: an explicit 'answer is X' or a bare last-line "
+                                   "value, never one made of the question's words; none: tags only "
+                                   "(the paper's rule); bench/rewards.py", choices=("guarded", "none"),
+                                   shared=True)
+    PARTIAL_CREDIT: bool = setting(False, "reward the verifier's partial credit for wrong answers "
+                                   "(the paper's code does); default: 1 for a correct answer, else "
+                                   "0, so crumbs never look like a success (bench/rewards.py)",
+                                   shared=True)
     GENERATION_BATCH_SIZE: int = setting(0, "questions per generate call; 0: all I at once",
                                          min=0, max=256)
     MAX_STALENESS: int = setting(1, "if round R has too few peer groups, also look this many "
                                  "rounds back", min=0, max=100)
+    PEER_WAIT: float = setting(0.25, "when fewer than J usable peer groups of the current round "
+                               "are visible, wait up to this fraction of this round's generation "
+                               "time for more, before older rounds (bench/exchange.py)", min=0,
+                               max=10)
     DEVICE: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     DTYPE: str = setting("auto", "compute dtype: auto (bf16 GPU, fp16 old GPU, fp32 CPU)",
                          choices=("auto", "float32", "bfloat16", "float16"))

@@ -94,6 +94,7 @@ class Submission:
     model: str = ""
     finished_at: float = 0.0
     metrics: dict = field(default_factory=dict)
+    external: list = field(default_factory=list)   # groups trained on: node, round, key, reward
 
 
 R = TypeVar("R")

@@ -3,8 +3,9 @@
 Round R (DESIGN.md, "One round"):
   1. draw I questions (deterministic in seed, node, round);
   2. generate G completions for each in one batched call and score them;
-  3. publish rollouts/round_R/{node_id}.json (or one chunk per generation batch);
-  4. gather peers' groups (one listing + ~J reads), re-score, sample J;
+  3. publish rollouts/round_R/{node_id}.s{n}.json (or one chunk per generation batch);
+  4. gather J fresh peer groups with signal, never used before (rgym_exp/exchange.py:
+     a few listings + at most 2J reads, waiting a little for the current round);
   5. one GRPO update on the I local + J external groups;
   6. submit, append a metrics line, checkpoint when due;
   7. wait for the next round (or join a later one if the swarm moved on).
@@ -24,9 +25,9 @@ import numpy as np
 from genrl.data import round_rng, stable_int
 from genrl.grpo import GRPOConfig, GRPOTrainer, TrainGroup
 from genrl.models import build_prompt, load_policy
-from genrl.rewards import completion_reward
+from genrl.rewards import RewardRule
 from genrl.rollouts import RolloutGroup
-from genrl.sapo import ScoredGroup, select_external
+from genrl.sapo import ExternalSelector, ScoredGroup
 from rgym_exp.checkpoints import CheckpointManager
 from rgym_exp.config import Config
 from rgym_exp.exchange import RolloutExchange
@@ -55,6 +56,9 @@ class Worker:
         self.node = config.NODE_ID
         self.source = question_source(config)
         self.exchange = RolloutExchange(experiment, self.node)
+        self.reward = RewardRule(config.ANSWER_FALLBACK, config.PARTIAL_CREDIT,
+                                 config.FORMAT_REWARD_WEIGHT)
+        self.selector = ExternalSelector(self.source, self.reward, self.node)
         self.tracker = StateTracker(experiment.reader, experiment.layout.state_file)
         self.heartbeat = Heartbeat(experiment, self.node, "worker", config.HEARTBEAT_INTERVAL,
                                    waiter, model=config.MODEL_NAME)
@@ -63,9 +67,6 @@ class Worker:
         self.last_done = -1
         self.last_checkpoint = -1
 
-    def reward(self, text: str, question) -> float:
-        return completion_reward(text, question.verify, format_weight=self.cfg.FORMAT_REWARD_WEIGHT,
-                                 fallback=self.cfg.ANSWER_FALLBACK)
 
     # --- start-up -------------------------------------------------------------------
 
@@ -156,32 +157,37 @@ class Worker:
 
     def run_round(self, R: int) -> None:
         t_round = time.perf_counter()
-        questions, prompts, local, t_generate = self._generate(R)
+        local, t_generate = self._generate(R)
         self.waiter.check()
-        gathered, pick, t_gather = self._gather(R)
+        gathered, t_gather = self._gather(R, t_generate)
         self.waiter.check()
-        train = self._train(R, prompts, local, pick)
+        train = self._train(R, local, gathered.groups)
         rewards = [r for g in local for r in g.rewards]
+        sel = self.selector
         metrics = {
             "round": R, "node_id": self.node, "reward_mean": float(np.mean(rewards)),
             "reward_std": float(np.std(rewards)),
-            "external_groups_received": len(gathered.groups), "external_groups_used": len(pick.groups),
-            "external_groups_usable": pick.usable, "external_zero_advantage": pick.zero_advantage,
-            "external_rejected": sum(pick.rejected.values()) + sum(gathered.rejected.values()),
+            "external_groups_received": sel.considered, "external_groups_used": len(gathered.groups),
+            "external_zero_advantage": sel.zero_advantage,
+            "external_rejected": sum(sel.rejected.values()) + sum(gathered.rejected.values()),
+            "external/used_before": sel.used_before,
+            "external/age_mean": float(np.mean(gathered.ages(R))) if gathered.groups else None,
+            "external/wait_s": gathered.waited_s, "external/files_read": gathered.files_read,
+            "external/files_listed": gathered.files_listed,
+            "external/listings": gathered.listings, "external/broken_claims": gathered.broken_claims,
             "local_groups": len(local), "local_groups_with_signal": sum(g.has_signal for g in local),
             "completions_ended_frac": float(np.mean([e for g in local for e in g.ended])),
             "answer_tag_frac": float(np.mean(["<answer>" in t for g in local for t in g.completions])),
             "time/generate_s": t_generate, "time/gather_s": t_gather,
             "round_seconds": time.perf_counter() - t_round, **train}
-        self._submit(R, metrics)
+        self._submit(R, metrics, gathered.groups)
 
-    def _generate(self, R: int):
-        """Questions, prompts, scored local groups (published), seconds."""
+    def _generate(self, R: int) -> tuple[list[ScoredGroup], float]:
+        """This round's scored local groups (published), and the seconds it took."""
         cfg = self.cfg
         I, G = cfg.NUM_TRAIN_SAMPLES, cfg.NUM_GENERATIONS
         self.heartbeat.update(round=R, phase="generating")
         questions = self.source.draw(self.node, R, I)
-        prompts = [build_prompt(self.trainer.tokenizer, q.text) for q in questions]
         per_call = cfg.GENERATION_BATCH_SIZE or I
         calls = range(0, I, per_call)
         chunked = cfg.ROLLOUT_PUBLISH_FREQUENCY == "generation"
@@ -191,12 +197,15 @@ class Worker:
         t0 = time.perf_counter()
         with progress(len(calls) * cfg.MAX_NEW_TOKENS, f"round {R} generating", "steps") as bar:
             for k, start in enumerate(calls):
-                batch = self.trainer.generate(prompts[start:start + per_call], G,
-                                              seed=stable_int(f"{cfg.SEED}/{self.node}/{R}/{k}") % 2**62,
-                                              on_token=lambda: bar.update(1))
+                batch = questions[start:start + per_call]
+                prompts = [build_prompt(self.trainer.tokenizer, q.text) for q in batch]
+                made = self.trainer.generate(prompts, G,
+                                             seed=stable_int(f"{cfg.SEED}/{self.node}/{R}/{k}") % 2**62,
+                                             on_token=lambda: bar.update(1))
                 new = [ScoredGroup(q, [c.text for c in comps], [self.reward(c.text, q) for c in comps],
-                                   [c.ended for c in comps], self.node, R, [c.ids for c in comps])
-                       for q, comps in zip(questions[start:start + per_call], batch)]
+                                   [c.ended for c in comps], self.node, R, [c.ids for c in comps],
+                                   prompt)
+                       for q, prompt, comps in zip(batch, prompts, made)]
                 local += new
                 if chunked:
                     self.heartbeat.ensure_owner()
@@ -208,31 +217,34 @@ class Worker:
         log.info("round %d: generated in %.0fs, reward mean %.3f (%d of %d groups with reward "
                  "signal); published", R, seconds, float(np.mean([r for g in local for r in g.rewards])),
                  sum(g.has_signal for g in local), len(local))
-        return questions, prompts, local, seconds
+        return local, seconds
 
-    def _gather(self, R: int):
-        """Peer groups read from the folder, the J chosen ones, seconds."""
+    def _gather(self, R: int, t_generate: float):
+        """Peer groups chosen for this round (rgym_exp/exchange.py), and the seconds it took."""
         cfg = self.cfg
         self.heartbeat.update(phase="gathering")
         t0 = time.perf_counter()
-        rng = round_rng(cfg.SEED, self.node + "/sapo", R)
-        gathered = self.exchange.gather(R, cfg.NUM_TRANSPLANT_TREES, cfg.MAX_STALENESS, rng)
-        pick = select_external(gathered.groups, cfg.NUM_TRANSPLANT_TREES, self.source, self.reward,
-                               rng, exclude_node=self.node)
+        self.exchange.recall_used(R, self.selector, cfg.MAX_STALENESS)
+        gathered = self.exchange.gather(
+            R, cfg.NUM_TRANSPLANT_TREES, self.selector, round_rng(cfg.SEED, self.node + "/sapo", R),
+            self.waiter, wait_s=cfg.PEER_WAIT * t_generate, max_staleness=cfg.MAX_STALENESS,
+            poll_s=cfg.POLL_INTERVAL)
         if cfg.NUM_TRANSPLANT_TREES:
-            log.info("round %d: gathered %s; using %d of %d usable (%d zero-advantage dropped%s)", R,
-                     gathered.summary(), len(pick.groups), pick.usable, pick.zero_advantage,
-                     "; " + ", ".join(f"{n} x {why}" for why, n in pick.rejected.items())
-                     if pick.rejected else "")
-        return gathered, pick, time.perf_counter() - t0
+            sel = self.selector
+            dropped = [f"{n} {why}" for n, why in ((sel.zero_advantage, "without signal"),
+                                                  (sel.used_before, "used before"))]
+            dropped += [f"{n} x {why}" for why, n in sel.rejected.items()]
+            log.info("round %d: gathered %s (of %d peer groups judged: %s)", R, gathered.summary(),
+                     sel.considered, ", ".join(dropped))
+        return gathered, time.perf_counter() - t0
 
-    def _train(self, R: int, prompts, local, pick) -> dict:
+    def _train(self, R: int, local: list[ScoredGroup], external: list[ScoredGroup]) -> dict:
         self.heartbeat.update(phase="training")
         tr = self.trainer
-        groups = [TrainGroup(tr.encode_prompt(p), g.token_ids, g.rewards) for p, g in zip(prompts, local)]
+        groups = [TrainGroup(tr.encode_prompt(g.prompt), g.token_ids, g.rewards) for g in local]
         groups += [TrainGroup(tr.encode_prompt(build_prompt(tr.tokenizer, g.question.text)),
                               [tr.encode_completion(t, e) for t, e in zip(g.completions, g.ended)],
-                              g.rewards) for g in pick.groups]
+                              g.rewards) for g in external]
 
         with progress(1, f"round {R} training", "micro-batches") as bar:
             def on_batch(done: int, total: int) -> None:
@@ -242,24 +254,28 @@ class Worker:
         if train["train/sequences"]:
             log.info("round %d: trained on %d local (%d with reward signal) + %d external groups: "
                      "%d sequences, %d tokens in %.0fs", R, len(local),
-                     sum(g.has_signal for g in local), len(pick.groups), train["train/sequences"],
+                     sum(g.has_signal for g in local), len(external), train["train/sequences"],
                      train["train/tokens"], train["time/train_s"])
         else:
             log.info("round %d: no update: all %d local groups have equal rewards and no external "
                      "group was usable", R, len(local))
         return train
 
-    def _submit(self, R: int, metrics: dict) -> None:
+    def _submit(self, R: int, metrics: dict, external: list[ScoredGroup]) -> None:
         cfg = self.cfg
         submission = Submission(round=R, node_id=self.node, reward_mean=metrics["reward_mean"],
                                 external_groups_received=metrics["external_groups_received"],
                                 external_groups_used=metrics["external_groups_used"],
                                 local_groups=metrics["local_groups"],
                                 round_seconds=metrics["round_seconds"],
-                                model=cfg.MODEL_NAME, finished_at=time.time(), metrics=metrics)
+                                model=cfg.MODEL_NAME, finished_at=time.time(), metrics=metrics,
+                                external=[{"node": g.origin, "round": g.round, "key": g.key,
+                                           "reward_mean": float(np.mean(g.rewards))}
+                                          for g in external])
         self.heartbeat.ensure_owner()
         write_record(self.exp.store, self.exp.layout.submission(R, self.node), submission)
         self.logs.metric({**metrics, "time": time.time()})
+        self.exchange.recalled.add(R)          # this round's used groups are in memory already
         self.heartbeat.update(last_reward=metrics["reward_mean"],
                               external_used=metrics["external_groups_used"],
                               phase=f"submitted round {R}")

@@ -35,6 +35,15 @@ def test_invalid_task_settings_name_the_task():
         validate_tasks([TaskSpec("basic_arithmetic", 1.0, (("no_such_field", 1),))])
 
 
+def test_a_task_whose_questions_disagree_with_their_answers_is_refused():
+    # reasoning-gym writes "Calculate 4 / 1 / 7." with answer 8 under these settings
+    with pytest.raises(ValueError, match=r"task basic_arithmetic with settings "
+                       r"\{'allow_parentheses': False\} makes questions that disagree with their "
+                       r"own answers \(\d+ of 24 checked\)"):
+        ReasoningGymSource(parse_tasks("basic_arithmetic{allow_parentheses=false}"), seed=1)
+    ReasoningGymSource(parse_tasks("basic_arithmetic,chain_sum,decimal_chain_sum"), seed=1)
+
+
 def test_the_default_mix_is_the_papers_nine_tasks():
     assert len(PAPER_TASKS) == 9
     source = ReasoningGymSource([TaskSpec(t) for t in PAPER_TASKS], seed=0)

@@ -41,6 +41,20 @@ def test_group_advantages_are_standardised_per_group():
     assert group_advantages([0.5, 0.5, 0.5]) == [0.0, 0.0, 0.0]
 
 
+def test_a_crumb_of_reward_never_gets_the_advantage_of_a_right_answer():
+    right = group_advantages([1.0, 0.0, 0.0, 0.0])            # one success among four
+    crumb = group_advantages([0.0625, 0.0, 0.0, 0.0])         # partial credit, nobody right
+    assert right[0] == pytest.approx(3 ** 0.5, rel=1e-3)      # plain GRPO: unchanged
+    assert crumb[0] == pytest.approx(0.0625 * right[0], rel=1e-3)   # in proportion to the crumb
+    fmt = group_advantages([1.1, 1.0, 1.0, 0.0])              # a format bonus on top of success
+    assert fmt[0] > fmt[1] > 0 > fmt[3]
+    for g in range(2, 17):                                    # any 0/1 group: standard GRPO
+        for k in range(1, g):
+            r = [1.0] * k + [0.0] * (g - k)
+            std = torch.tensor(r).std(unbiased=False).item()
+            assert group_advantages(r)[0] == pytest.approx((1 - k / g) / std, rel=1e-3)
+
+
 def test_clipped_loss_stops_the_gradient_outside_the_trust_region():
     logp = torch.tensor([[0.0, 0.0]], requires_grad=True)
     old = torch.tensor([[-1.0, 1.0]])                      # ratio e and 1/e

@@ -10,9 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from genrl.data import Question
+from genrl.rewards import RewardRule
 from genrl.rollouts import RolloutGroup, encode_rollouts
+from genrl.sapo import ExternalSelector
 from rgym_exp.config import load_config
 from rgym_exp.coordinator import Coordinator
+from rgym_exp.drive.layout import parse_node_file, parse_rollout_name
 from rgym_exp.exchange import RolloutExchange
 from rgym_exp.experiment import Experiment, question_source
 from rgym_exp.node_log import NodeLogs
@@ -57,6 +61,17 @@ def inproc(drive, home, model, role, node, **kw):
     return cfg, exp
 
 
+class OneQuestion:
+    """Peers in these tests ask "q", answered "a"."""
+
+    def regenerate(self, source):
+        return Question("q", source, "a", verify=lambda answer: float(answer == "a"))
+
+
+def judge():
+    return ExternalSelector(OneQuestion(), RewardRule(), "w1")
+
+
 # --- invariant 1: one writer per file ------------------------------------------------------
 
 def test_each_node_only_changes_its_own_files(drive, tmp_path, tiny_llama):
@@ -84,7 +99,8 @@ def test_each_node_only_changes_its_own_files(drive, tmp_path, tiny_llama):
         assert paths, node
         for path in paths:
             parts = path.split("/")
-            assert node in parts or f"{node}.json" in parts, (node, path)
+            named = parse_rollout_name(parts[-1]) or (parse_node_file(parts[-1]),)
+            assert node in parts or named[0] == node, (node, path)
     for path in cexp.store.changed:
         assert ("state" in path.split("/") or path.endswith("experiment.json")
                 or path.endswith("peers/coord.json")), path
@@ -101,7 +117,7 @@ def test_torn_files_read_as_absent_and_are_counted(drive, tmp_path, tiny_llama):
     assert exp.reader.read(PeerRecord, exp.layout.peer("w9")) is None
     good = encode_rollouts([RolloutGroup("w2", 0, "m", "q", {}, ["a", "b"], [0, 1])], "w2", 0)
     exp.store.write(exp.layout.rollout(0, "w2"), good[: len(good) // 2])
-    gathered = RolloutExchange(exp, "w1").gather(0, 2, 0, np.random.default_rng(0))
+    gathered = RolloutExchange(exp, "w1").gather(0, 2, judge(), np.random.default_rng(0))
     assert gathered.groups == [] and sum(gathered.rejected.values()) == 1
 
 
@@ -115,7 +131,7 @@ def test_conflict_copies_and_temp_files_are_never_read(drive, tmp_path, tiny_lla
     for junk in ("w3 (1).json", ".w4.json.tmp-1a2b"):
         with open(os.path.join(folder, junk), "wb") as fh:
             fh.write(encode_rollouts([group], "w2", 0))
-    gathered = RolloutExchange(exp, "w1").gather(0, 5, 0, np.random.default_rng(0))
+    gathered = RolloutExchange(exp, "w1").gather(0, 5, judge(), np.random.default_rng(0))
     assert gathered.files_listed == 1 and len(gathered.groups) == 1
 
 

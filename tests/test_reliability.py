@@ -23,7 +23,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from genrl.data import Question
+from genrl.rewards import RewardRule
 from genrl.rollouts import NAME_PATTERN, RolloutGroup, encode_rollouts
+from genrl.sapo import ExternalSelector
 from rgym_exp.config import ConfigError, load_config
 from rgym_exp.drive.faults import Faults, FaultyStore
 from rgym_exp.drive.layout import Layout, check_name
@@ -223,26 +226,35 @@ def junk_round(tmp_path_factory):
     folder = os.path.join(drive, layout.rollouts_dir(0))
     kinds = plant_junk(folder, 1000)
     for node in ("w2", "w3"):
-        group = RolloutGroup(node, 0, "m", "What is 2+2?", {}, ["<answer>4</answer>", "5"], [1, 0])
+        wrong = "5" if node == "w2" else "6"         # two groups, not one group twice
+        group = RolloutGroup(node, 0, "m", "What is 2+2?", {}, ["<answer>4</answer>", wrong], [1, 0])
         FolderStore(drive).write(layout.rollout(0, node), encode_rollouts([group], node, 0))
     return drive, layout, folder, kinds
+
+
+class TwoPlusTwo:
+    """The junk round's real peers ask one question."""
+
+    def regenerate(self, source):
+        return Question("What is 2+2?", source, "4", verify=lambda a: float(a == "4"))
 
 
 def gather(drive, layout, want, seed=0):
     spy = Spy(FolderStore(drive))
     exchange = RolloutExchange(SimpleNamespace(store=spy, layout=layout), "w1")
-    return exchange.gather(0, want, 0, np.random.default_rng(seed)), spy
+    selector = ExternalSelector(TwoPlusTwo(), RewardRule(), "w1")
+    return exchange.gather(0, want, selector, np.random.default_rng(seed)), spy
 
 
-def test_a_thousand_junk_files_cost_a_gather_at_most_j_plus_2_reads(junk_round):
+def test_a_thousand_junk_files_cost_a_gather_at_most_2j_reads(junk_round):
     drive, layout, folder, kinds = junk_round
     assert sum(kinds.values()) >= 1000 and len(os.listdir(folder)) >= 1000
     assert os.path.getsize(os.path.join(folder, "huge-peer.json")) == HUGE_BYTES
     for seed in range(10):
         got, spy = gather(drive, layout, want=4, seed=seed)
-        assert len(spy.reads) <= 4 + 2 and got.files_read == len(spy.reads)
+        assert len(spy.reads) <= 2 * 4 and got.files_read == len(spy.reads)
         assert got.files_listed >= 850 and sum(got.rejected.values()) > 0
-        assert {g.node_id for g in got.groups} <= {"w2", "w3"} and spy.changes == []
+        assert {g.origin for g in got.groups} <= {"w2", "w3"} and spy.changes == []
 
 
 def test_every_junk_file_is_rejected_with_a_reason_and_never_opened_by_a_path_like_name(junk_round):
@@ -250,8 +262,8 @@ def test_every_junk_file_is_rejected_with_a_reason_and_never_opened_by_a_path_li
     t0 = time.monotonic()
     got, spy = gather(drive, layout, want=5000)           # reads every file it may
     assert time.monotonic() - t0 < 60
-    assert sorted(g.node_id for g in got.groups) == ["w2", "w3"]      # only the real peers
-    allowed = re.compile(rf"experiments/exp/rollouts/round_0/{NAME_PATTERN}(\.[0-9]{{1,4}})?\.json")
+    assert sorted(g.origin for g in got.groups) == ["w2", "w3"]       # only the real peers
+    allowed = re.compile(rf"experiments/exp/rollouts/round_0/{NAME_PATTERN}(\.[0-9]{{1,4}})?(\.s[0-9]{{1,3}})?\.json")
     listed = set(os.listdir(folder))
     assert len(spy.reads) > 800 and spy.changes == []
     for path in spy.reads:
@@ -473,11 +485,11 @@ def test_a_full_disk_stops_a_worker_with_a_clear_error_and_keeps_what_it_wrote(t
     do_round(worker, 0)
     before = {p: open(p, "rb").read() for p in (
         os.path.join(exp_dir(drive), "submissions", "round_0", "w1.json"),
-        os.path.join(exp_dir(drive), "rollouts", "round_0", "w1.json"),
+        os.path.join(exp_dir(drive), "rollouts", "round_0", "w1.s0.json"),
         os.path.join(exp_dir(drive), "checkpoints", "w1", "round_0", "manifest.json"))}
     faulty[0].faults = Faults(full_after=0)                  # the Drive quota is used up
     with pytest.raises(StoreError, match=r"the shared folder is full \(no space left\): cannot "
-                                         r"write experiments/exp/rollouts/round_1/w1.json"):
+                                         r"write experiments/exp/rollouts/round_1/w1.s0.json"):
         worker.run_round(1)
     with pytest.raises(StoreError, match="the shared folder is full"):
         worker.save_checkpoint()
@@ -585,7 +597,7 @@ def test_a_node_whose_clock_is_10_minutes_ahead_takes_part_in_every_round(faulty
     assert all(m["time"] > run.started + 400 for m in lines)        # its clock really was off
     coord = log_text(run, "coord")
     assert "timed out" not in coord and "w2 is gone" not in coord
-    assert all(m["external_groups_received"] > 0 for m in metrics(run.drive, "w1")[1:])
+    assert all(m["external/files_listed"] > 0 for m in metrics(run.drive, "w1")[1:])
 
 
 def test_a_second_process_with_the_same_node_id_exits_2_and_writes_nothing(faulty_swarm):

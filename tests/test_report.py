@@ -106,7 +106,9 @@ def test_compare_tables_each_experiment_against_the_first(drive, tmp_path):
     table = (tmp_path / "report.md").read_text()
     lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
              for line in table.splitlines() if line.startswith("| grpo") or line.startswith("| sapo")}
-    assert lines["grpo"][:2] == ["2", "3"] and lines["grpo"][-1] == "1.00"
+    # a random tiny model may earn nothing at all: then no ratio can be formed
+    assert lines["grpo"][:2] == ["2", "3"]
+    assert lines["grpo"][-1] == ("1.00" if per_node["grpo"] else "n/a")
     assert lines["sapo"][3] == f"{per_node['sapo']:.4f}"
     ratio = per_node["sapo"] / per_node["grpo"] if per_node["grpo"] else None
     assert lines["sapo"][-1] == ("n/a" if ratio is None else f"{ratio:.2f}")

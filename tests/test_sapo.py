@@ -1,4 +1,5 @@
-"""SAPO batch selection: re-scoring, zero-advantage filtering, uniform seeded sampling."""
+"""SAPO batch selection: re-scoring, zero-advantage filtering, never the same group twice,
+uniform seeded sampling."""
 
 from collections import Counter
 
@@ -7,7 +8,7 @@ import numpy as np
 from genrl.data import ReasoningGymSource, parse_tasks
 from genrl.rewards import completion_reward
 from genrl.rollouts import RolloutGroup
-from genrl.sapo import has_signal, select_external
+from genrl.sapo import ExternalSelector, has_signal, select_external
 
 SOURCE = ReasoningGymSource(parse_tasks("basic_arithmetic{min_terms=2;max_terms=2}"), seed=11)
 
@@ -74,3 +75,21 @@ def test_selection_is_uniform_over_usable_groups():
     expected = trials * 2 / 8
     chi2 = sum((counts[f"p{k}"] - expected) ** 2 / expected for k in range(8))
     assert chi2 < 24.3  # p = 0.001 for 7 degrees of freedom
+
+
+def test_a_group_used_once_is_never_selected_again_even_when_a_peer_echoes_it():
+    sel = ExternalSelector(SOURCE, reward, "me")
+    g = peer_group("p1", 0, 0)
+    first = select_external([g], 1, SOURCE, reward, np.random.default_rng(0), selector=sel)
+    assert len(first.groups) == 1
+    echo = RolloutGroup("p2", 1, "m", g.question, g.source, g.completions, g.rewards)
+    again = select_external([g, echo], 1, SOURCE, reward, np.random.default_rng(1), selector=sel)
+    assert again.groups == [] and sel.used_before == 1      # p2's copy is the same content
+
+
+def test_forgetting_keeps_only_the_rounds_that_can_still_be_read():
+    sel = ExternalSelector(SOURCE, reward, "me")
+    groups = [peer_group("p1", r, 0) for r in range(4)]
+    sel.mark_used([sel.consider(g) for g in groups])
+    sel.forget_before(2)
+    assert sorted(sel.used.values()) == [2, 3]

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from rgym_exp.drive.layout import local_folder
 from tests.swarm_helpers import REPO, exp_dir, metrics, node_env, read_json, start_node, wait_all
 
 
@@ -34,10 +35,12 @@ def test_all_nodes_exit_0_and_the_state_is_finished(three_rounds):
 def test_every_worker_published_and_submitted_every_round(three_rounds):
     drive = three_rounds[0]
     for r in range(3):
-        rollouts = sorted(os.listdir(os.path.join(exp_dir(drive), "rollouts", f"round_{r}")))
-        assert rollouts == ["w1.json", "w2.json"]
+        folder = os.path.join(exp_dir(drive), "rollouts", f"round_{r}")
+        rollouts = sorted(os.listdir(folder))
+        # named with the groups that have signal: a random tiny model never answers right
+        assert rollouts == ["w1.s0.json", "w2.s0.json"]
         for node in ("w1", "w2"):
-            doc = read_json(os.path.join(exp_dir(drive), "rollouts", f"round_{r}", f"{node}.json"))
+            doc = read_json(os.path.join(folder, f"{node}.s0.json"))
             assert doc["node_id"] == node and doc["round"] == r and len(doc["groups"]) == 2
             assert all(len(g["completions"]) == 4 for g in doc["groups"])
             sub = read_json(os.path.join(exp_dir(drive), "submissions", f"round_{r}", f"{node}.json"))
@@ -46,16 +49,17 @@ def test_every_worker_published_and_submitted_every_round(three_rounds):
             assert sub["node_id"] == node and sub["round"] == r
 
 
-def test_external_groups_arrive_once_peers_have_published(three_rounds):
+def test_peers_files_are_seen_and_those_without_signal_are_not_read(three_rounds):
     drive = three_rounds[0]
     for node in ("w1", "w2"):
         lines = metrics(drive, node)
         assert [m["round"] for m in lines] == [0, 1, 2]     # one line per round, none twice
         for m in lines:
             for key in ("reward_mean", "external_groups_received", "external_groups_used",
-                        "round_seconds"):
+                        "round_seconds", "external/files_listed", "external/wait_s"):
                 assert key in m
-        assert all(m["external_groups_received"] > 0 for m in lines[1:]), lines
+        assert all(m["external/files_listed"] > 0 for m in lines[1:]), lines
+        assert all(m["external/files_read"] == 0 for m in lines)   # all claimed no signal
 
 
 def test_each_file_was_written_by_its_owner(three_rounds):
@@ -108,7 +112,8 @@ def test_swarm_role_runs_a_whole_swarm_on_this_machine(tiny_llama, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "[local-w1] round 1 submitted" in out.stderr and "[local-w2] round 1 submitted" in out.stderr
     assert "swarm finished: 3 node(s) exited cleanly" in out.stderr
-    logs = os.path.join(str(tmp_path / "home"), "cache", "exp", "swarm")
+    logs = os.path.join(local_folder(str(tmp_path / "home" / "cache"), str(tmp_path / "drive"),
+                                     "exp"), "swarm")
     assert sorted(os.listdir(logs)) == ["local-coordinator.log", "local-w1.log", "local-w2.log"]
 
 

@@ -5,8 +5,10 @@
       state/current_state.json              coordinator only
       peers/{node_id}.json                  each node its own: registration + heartbeat
       .claims/{node_id}.{beat}              made once (exclusive create) per process start
-      rollouts/round_{R}/{node_id}.json     each worker, once per round
-      rollouts/round_{R}/{node_id}.{k}.json   ... or chunk k when publishing per generation batch
+      rollouts/round_{R}/{node_id}.s{n}.json  each worker, once per round; n: how many of its
+                                            groups have reward signal (the sender's claim,
+                                            untrusted: receivers read promising files first)
+      rollouts/round_{R}/{node_id}.{k}.s{n}.json   ... or chunk k, one per generation batch
       submissions/round_{R}/{node_id}.json  each worker after training round R
       checkpoints/{node_id}/round_{R}/      each worker its own checkpoints
       logs/{node_id}/                       stdout.log, metrics.jsonl, events.jsonl
@@ -30,7 +32,7 @@ from genrl.rollouts import NAME_PATTERN, NODE_ID_RE as NAME_RE
 
 # [0-9], not \d: "round_\u0661" must not parse as round 1 (a name that maps to another path)
 _ROUND_DIR_RE = re.compile(r"^round_([0-9]{1,9})$")
-_ROLLOUT_RE = re.compile(rf"^({NAME_PATTERN})(?:\.([0-9]{{1,4}}))?\.json$")
+_ROLLOUT_RE = re.compile(rf"^({NAME_PATTERN})(?:\.([0-9]{{1,4}}))?(?:\.s([0-9]{{1,3}}))?\.json$")
 
 
 def check_name(kind: str, value: str) -> str:
@@ -50,12 +52,14 @@ def parse_round_dir(name: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
-def parse_rollout_name(name: str) -> Optional[tuple[str, Optional[int]]]:
-    """(node_id, chunk or None) from a rollout file name, None if it is not one."""
+def parse_rollout_name(name: str) -> Optional[tuple[str, Optional[int], Optional[int]]]:
+    """(node_id, chunk or None, claimed groups with signal or None) from a rollout file
+    name, None if it is not one."""
     m = _ROLLOUT_RE.fullmatch(name)
     if not m:
         return None
-    return m.group(1), (int(m.group(2)) if m.group(2) is not None else None)
+    chunk, signal = m.group(2), m.group(3)
+    return m.group(1), (int(chunk) if chunk else None), (int(signal) if signal else None)
 
 
 def parse_node_file(name: str) -> Optional[str]:
@@ -106,8 +110,10 @@ class Layout:
     def rollouts_dir(self, r: int) -> str:
         return f"{self.rollouts_root}/{round_dir(r)}"
 
-    def rollout(self, r: int, node: str, chunk: Optional[int] = None) -> str:
-        suffix = "" if chunk is None else f".{int(chunk)}"
+    def rollout(self, r: int, node: str, chunk: Optional[int] = None,
+                signal: Optional[int] = None) -> str:
+        suffix = ("" if chunk is None else f".{int(chunk)}") + (
+            "" if signal is None else f".s{min(int(signal), 999)}")
         return f"{self.rollouts_dir(r)}/{check_name('NODE_ID', node)}{suffix}.json"
 
     def archived_rollouts_dir(self, r: int) -> str:
