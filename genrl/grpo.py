@@ -1,8 +1,10 @@
 """GRPO: batched generation, log-probs, group advantages, clipped loss, update.
 
-* Generation: one ``generate`` call for all prompts x G completions (left
-  padding, KV cache, stop at EOS); each prompt is prefilled once and its cache
-  shared by its G samples. Local completions keep their sampled ids.
+* Generation: one batched decode for all prompts x G completions, each prompt
+  prefilled once and its keys and values shared by its G samples: genrl/generation.py's
+  loop (2x HF ``generate`` here, same greedy tokens, same sampling distribution), or one
+  HF ``generate`` call for model families it does not cover. Local completions keep
+  their sampled ids.
 * Advantage per group: (r - mean) / (std + eps). A group whose rewards are all
   equal has zero advantage; with beta = 0 it is skipped (no compute, no tokens
   in the normaliser), as in DAPO's dynamic sampling.
@@ -27,6 +29,7 @@ from typing import Callable, Optional
 import torch
 import transformers
 
+from genrl.generation import decode, fast_decoder
 from genrl.models import Policy
 
 
@@ -132,28 +135,23 @@ class GRPOTrainer:
     @torch.no_grad()
     def generate(self, prompts: list[str], num_generations: int, seed: int,
                  temperature: Optional[float] = None,
-                 on_token: Optional[Callable[[], None]] = None) -> list[list[Completion]]:
-        """G completions for each prompt, all in one batched ``generate`` call.
-        ``on_token`` is called once per decoding step (progress display)."""
-        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+                 on_token: Optional[Callable[[], None]] = None,
+                 fast: bool = True) -> list[list[Completion]]:
+        """G completions for each prompt, all in one batched decode: this project's decode
+        loop (genrl/generation.py) where the model family has one and ``fast``, else one HF
+        ``generate`` call. ``on_token`` is called once per decoding step (progress display)."""
         cfg = self.config
         temperature = cfg.temperature if temperature is None else temperature
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
         eos = self.policy.eos_ids
-        gen = GenerationConfig(
-            do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-            top_p=cfg.top_p if temperature > 0 else None, top_k=0 if temperature > 0 else None,
-            max_new_tokens=cfg.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=eos)
-        class Tick(StoppingCriteria):  # never stops anything; just reports a decoding step
-            def __call__(self, input_ids, scores, **kwargs):
-                on_token()
-                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        extra = {"stopping_criteria": StoppingCriteriaList([Tick()])} if on_token else {}
-        torch.manual_seed(seed)
+        decoder = fast_decoder(self.model, enc["input_ids"].shape[1] + cfg.max_new_tokens) if fast else None
         with self.autocast():
-            out = self._generate_shared_prefix(enc, gen, num_generations, extra)
-        new = out[:, enc["input_ids"].shape[1]:].tolist()
+            if decoder is not None:
+                new = decode(decoder, enc["input_ids"], enc["attention_mask"], num_generations,
+                             cfg.max_new_tokens, eos, self.tokenizer.pad_token_id, temperature,
+                             cfg.top_p, seed, on_token).tolist()
+            else:
+                new = self._generate_hf(enc, num_generations, temperature, seed, on_token)
         eos_set = set(eos)
         groups: list[list[Completion]] = [[] for _ in prompts]
         for row, ids in enumerate(new):
@@ -162,6 +160,25 @@ class GRPOTrainer:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             groups[row // num_generations].append(Completion(ids, text, end is not None))
         return groups
+
+    def _generate_hf(self, enc, copies: int, temperature: float, seed: int,
+                     on_token: Optional[Callable[[], None]]) -> list[list[int]]:
+        """New tokens of each of the I x G rows from one HF ``generate`` call."""
+        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+        cfg = self.config
+        gen = GenerationConfig(
+            do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+            top_p=cfg.top_p if temperature > 0 else None, top_k=0 if temperature > 0 else None,
+            max_new_tokens=cfg.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.policy.eos_ids)
+        class Tick(StoppingCriteria):  # never stops anything; just reports a decoding step
+            def __call__(self, input_ids, scores, **kwargs):
+                on_token()
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        extra = {"stopping_criteria": StoppingCriteriaList([Tick()])} if on_token else {}
+        torch.manual_seed(seed)
+        out = self._generate_shared_prefix(enc, gen, copies, extra)
+        return out[:, enc["input_ids"].shape[1]:].tolist()
 
     def _generate_shared_prefix(self, enc, gen, copies: int, extra: dict) -> torch.Tensor:
         """``generate`` for ``copies`` samples of each prompt, reading each prompt once:

@@ -64,20 +64,23 @@ def test_clipped_loss_stops_the_gradient_outside_the_trust_region():
     assert logp.grad[0, 0] == 0 and logp.grad[0, 1] != 0
 
 
-def test_one_generate_call_gives_g_completions_per_prompt(tiny_llama, monkeypatch):
+@pytest.mark.parametrize("fast", [True, False])   # genrl/generation.py's loop, or HF generate
+def test_one_generate_call_gives_g_completions_per_prompt(tiny_llama, monkeypatch, fast):
+    import genrl.grpo
     tr = trainer_for(tiny_llama)
     calls = []
-    original = tr.model.generate
-    monkeypatch.setattr(tr.model, "generate", lambda *a, **k: calls.append(1) or original(*a, **k))
+    owner, name = (genrl.grpo, "decode") if fast else (tr.model, "generate")
+    original = getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *a, **k: calls.append(1) or original(*a, **k))
     prompts = [build_prompt(tr.tokenizer, q) for q in ("Calculate 1 + 2.", "What is the day?", "x")]
-    groups = tr.generate(prompts, 4, seed=0)
+    groups = tr.generate(prompts, 4, seed=0, fast=fast)
     assert len(calls) == 1 and [len(g) for g in groups] == [4, 4, 4]
     eos = set(tr.policy.eos_ids)
     for c in (c for g in groups for c in g):
         assert 0 < len(c.ids) <= 12
         assert c.ended == (c.ids[-1] in eos)
         assert not any(t in eos for t in c.ids[:-1])
-    again = tr.generate(prompts, 4, seed=0)
+    again = tr.generate(prompts, 4, seed=0, fast=fast)
     assert [c.ids for g in again for c in g] == [c.ids for g in groups for c in g]
 
 
