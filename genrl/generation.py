@@ -146,12 +146,15 @@ class Linear:
     def __init__(self, sources: list[torch.Tensor], make: Callable[[], tuple], onednn: bool):
         self.sources, self.make, self.onednn, self.key = sources, make, onednn, None
 
-    def refresh(self) -> None:
-        key = tuple((t.data_ptr(), t._version) for t in self.sources)
+    def refresh(self, dtype: torch.dtype = torch.float32) -> None:
+        """Follow the source weights; ``dtype``: the compute dtype (a GPU's autocast would
+        otherwise cast every weight again at every step)."""
+        key = (dtype,) + tuple((t.data_ptr(), t._version) for t in self.sources)
         if key != self.key:
             self.key = key
-            self.weight, self.bias = self.make()
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 32) if self.onednn else None
+            weight, bias = self.make()
+            self.weight, self.bias = weight.to(dtype), None if bias is None else bias.to(dtype)
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 32) if self.onednn else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None and not torch.is_autocast_enabled("cpu"):  # fp32 only
@@ -222,11 +225,11 @@ class FastDecoder:
             out.append({name: _linear(m, self.onednn) for name, m in mods.items()})
         return out + [{"head": _linear([self.model.lm_head], self.onednn)}]
 
-    def refresh(self) -> None:
+    def refresh(self, dtype: torch.dtype = torch.float32) -> None:
         """Follow the model's weights (they change at every training step)."""
         for group in self.linears:
             for linear in group.values():
-                linear.refresh()
+                linear.refresh(dtype)
 
     def norm(self, module, x: torch.Tensor) -> torch.Tensor:
         if type(module).__name__ in PLAIN_RMS_NORMS:  # the same arithmetic in one kernel
@@ -377,9 +380,9 @@ def decode(decoder: FastDecoder, input_ids: torch.Tensor, attention_mask: torch.
     device = input_ids.device
     I, P = input_ids.shape
     B = I * copies
-    decoder.refresh()
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) \
         else next(decoder.model.parameters()).dtype
+    decoder.refresh(dtype if device.type == "cuda" else torch.float32)
     cache = KVCache(decoder, attention_mask, copies, max_new_tokens - 1, dtype)
     lengths = attention_mask.sum(-1)
     logits = torch.stack([decoder.prefill(input_ids[i, P - n:], i, cache)
