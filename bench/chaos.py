@@ -340,8 +340,8 @@ def uneven(root, model, long, rng):
         late = re.findall(r"round (\d+) timed out after \d+s with \d+ submission\(s\); late: "
                           r"[^\n]*w2", run.output("coord"))
         slow, fast = metrics(run.drive, "w2"), metrics(run.drive, "w1")
-        ratio = (sum(m["round_seconds"] for m in slow) / len(slow)) / (
-            sum(m["round_seconds"] for m in fast) / len(fast))
+        ratio = (sum(m["time/round_s"] for m in slow) / len(slow)) / (
+            sum(m["time/round_s"] for m in fast) / len(fast))
         r2 = [m["round"] for m in slow]
         check(late and ratio > 3, f"w2 named late in {len(late)} round(s), {ratio:.1f}x slower")
         check(r2 == sorted(set(r2)) and r2[-1] - r2[0] + 1 > len(r2), f"w2 rounds {r2}")

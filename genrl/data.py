@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import decimal
 import difflib
 import functools
 import hashlib
@@ -31,6 +32,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from genrl.curriculum import max_level, settings_at
 from genrl.rewards import CORRECT, exact_match, numeric_match, parse_number
 
 PAPER_TASKS = ("base_conversion", "basic_arithmetic", "arc_1d", "bf", "propositional_logic",
@@ -59,6 +61,22 @@ def stable_int(text: str) -> int:
 
 def round_rng(seed: int, node_id: str, round_: int) -> np.random.Generator:
     return np.random.default_rng([seed, stable_int(node_id), round_])
+
+
+@contextlib.contextmanager
+def isolated():
+    """Run reasoning-gym code away from process-wide state: generators that print progress
+    dots (bf) print into nothing, and those that set the decimal precision
+    (decimal_arithmetic sets ``getcontext().prec`` for every question) set it in a context of
+    their own, so the answers of other tasks (decimal_chain_sum) do not depend on which
+    questions this process happened to make before. Otherwise two nodes could disagree."""
+    with contextlib.redirect_stdout(io.StringIO()), decimal.localcontext(decimal.Context()):
+        yield
+
+
+def _score(ds, answer, entry) -> float:
+    with isolated():
+        return ds.score_answer(answer, entry)
 
 
 # --- the TASKS setting --------------------------------------------------------
@@ -158,7 +176,7 @@ def check_answers(task: TaskSpec, ds, sample: int = ORACLE_SAMPLE) -> None:
     (reasoning-gym's basic_arithmetic with allow_parentheses=False writes "Calculate 4 / 1
     / 7." with answer 8: its scorer only compares against that answer, so it cannot tell.)"""
     wrong, checked = 0, 0
-    with contextlib.redirect_stdout(io.StringIO()):
+    with isolated():
         for index in range(min(sample, len(ds))):
             entry = ds[index]
             if entry.get("answer") is None:    # judged by meaning (propositional_logic)
@@ -215,7 +233,7 @@ def arithmetic_value(expression: str) -> Optional[Fraction]:
         return None
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)
 def _dataset(name: str, config_json: str, seed: int):
     import reasoning_gym
     config = json.loads(config_json)
@@ -230,48 +248,115 @@ def _dataset(name: str, config_json: str, seed: int):
 # --- reasoning-gym ------------------------------------------------------------
 
 class ReasoningGymSource:
-    """A weighted mix of reasoning-gym tasks, one shared pool per task (seeded
-    by the experiment seed); each node and round draws its own indices."""
+    """A weighted mix of reasoning-gym tasks, one shared pool per task and difficulty level
+    (seeded by the experiment seed); each node and round draws its own indices.
 
-    def __init__(self, tasks: list[TaskSpec], seed: int):
+    ``curriculum``: questions come at the level a node asks for (genrl/curriculum.py); the
+    level is in their metadata, so any node regenerates them. ``eval_set`` is a separate
+    fixed set of questions that ``draw`` never returns (genrl/evaluation.py)."""
+
+    def __init__(self, tasks: list[TaskSpec], seed: int, curriculum: bool = False,
+                 eval_level: int = 0):
         validate_tasks(tasks)
-        self.tasks, self.seed = tasks, int(seed)
+        self.tasks, self.seed, self.curriculum = tasks, int(seed), bool(curriculum)
+        self.eval_level = int(eval_level)
         total = sum(t.weight for t in tasks)
         self._p = np.array([t.weight / total for t in tasks])
-        self._by_key = {(t.name, self._config_json(t)): t for t in tasks}
+        self._by_key = {(t.name, self._config_json(t.config)): t for t in tasks}
+        self.top: dict[str, int] = {t.name: max_level(t.name) if curriculum else 0 for t in tasks}
+        self._checked: set[tuple] = set()
+        self.held_out: set[str] = set()          # question texts of the evaluation set
+        for task in tasks if curriculum else ():  # level 0 must be usable: it is the floor
+            try:
+                self._pool(task, 0, self.seed)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (at curriculum level 0; set CURRICULUM=false to use "
+                                 "the settings as given)") from None
 
     @staticmethod
-    def _config_json(task: TaskSpec) -> str:
-        return json.dumps(task.config, sort_keys=True)
+    def _config_json(config: dict) -> str:
+        return json.dumps(config, sort_keys=True)
 
     def fingerprint(self) -> dict:
-        return {"kind": "reasoning_gym",
-                "tasks": [{"name": t.name, "weight": t.weight, "settings": t.config}
-                          for t in self.tasks]}
+        out = {"kind": "reasoning_gym",
+               "tasks": [{"name": t.name, "weight": t.weight, "settings": t.config}
+                         for t in self.tasks]}
+        if self.curriculum:
+            out["curriculum"] = True
+        return out
 
-    def draw(self, node_id: str, round_: int, count: int) -> list[Question]:
+    def settings(self, task: TaskSpec, level: Optional[int]) -> dict:
+        return settings_at(task.name, level, task.config) if level is not None else task.config
+
+    def _pool(self, task: TaskSpec, level: Optional[int], seed: int):
+        """The task's pool at a level; a level whose questions disagree with their answers is
+        refused once (ValueError) and never used again (``top`` drops below it)."""
+        config = self.settings(task, level)
+        ds = _dataset(task.name, self._config_json(config), seed)
+        key = (task.name, level)
+        if level is not None and key not in self._checked:
+            try:
+                check_answers(TaskSpec(task.name, 1.0, tuple(sorted(config.items()))), ds)
+            except ValueError:
+                self.top[task.name] = max(0, min(self.top[task.name], level - 1))
+                raise
+            self._checked.add(key)
+        return ds
+
+    def draw(self, node_id: str, round_: int, count: int,
+             levels: Optional[dict] = None) -> list[Question]:
+        """``count`` questions for this node and round (deterministic), at ``levels``
+        (task -> curriculum level) when the curriculum is on."""
         rng = round_rng(self.seed, node_id, round_)
         questions = []
         for k in rng.choice(len(self.tasks), size=count, p=self._p):
             task = self.tasks[int(k)]
-            ds = _dataset(task.name, self._config_json(task), self.seed)
-            index = int(rng.integers(0, len(ds)))
-            questions.append(self._question(task, ds, index))
+            level = None
+            if self.curriculum:
+                level = min(int((levels or {}).get(task.name, 0)), self.top[task.name])
+            while True:
+                try:
+                    ds = self._pool(task, level, self.seed)
+                    break
+                except ValueError:           # a bad level: one below (level 0 was checked)
+                    level = max(0, min(level - 1, self.top[task.name]))
+            for _ in range(100):             # never a question of the evaluation set
+                question = self._question(task, ds, int(rng.integers(0, len(ds))), level, self.seed)
+                if question.text not in self.held_out:
+                    break
+            questions.append(question)
         return questions
 
-    def _question(self, task: TaskSpec, ds, index: int) -> Question:
-        with contextlib.redirect_stdout(io.StringIO()):  # some generators (bf) print progress dots
+    def eval_set(self, count: int, seed: int) -> list[Question]:
+        """``count`` fixed questions spread evenly over the tasks (at least one each), from
+        pools seeded by ``seed`` at the evaluation difficulty; ``draw`` never returns them."""
+        per_task = [count // len(self.tasks) + (k < count % len(self.tasks))
+                    for k in range(len(self.tasks))]
+        out = []
+        for task, n in zip(self.tasks, per_task):
+            level = min(self.eval_level, max_level(task.name)) if self.curriculum else None
+            ds = _dataset(task.name, self._config_json(self.settings(task, level)), seed)
+            rng = np.random.default_rng([seed, stable_int(task.name)])
+            picks = rng.choice(len(ds), size=min(max(n, 1), len(ds)), replace=False)
+            out += [self._question(task, ds, int(i), level, seed) for i in picks]
+        self.held_out = {q.text for q in out}
+        return out
+
+    def _question(self, task: TaskSpec, ds, index: int, level: Optional[int], seed: int) -> Question:
+        with isolated():
             entry = ds[index]
         source = {"kind": "reasoning_gym", "task": task.name, "config": task.config,
-                  "seed": self.seed, "size": len(ds), "index": index}
+                  "seed": seed, "size": len(ds), "index": index}
+        if level is not None:
+            source["level"] = level
         answer = entry.get("answer")
         return Question(text=entry["question"], source=source,
                         answer=None if answer is None else str(answer),
-                        verify=lambda a, ds=ds, entry=entry: ds.score_answer(a, entry))
+                        verify=lambda a, ds=ds, entry=entry: _score(ds, a, entry))
 
     def regenerate(self, source: dict) -> Question:
         """The question a peer's metadata describes; InvalidSource if it is not
-        one of this experiment's (unknown task or settings, other seed, bad index)."""
+        one of this experiment's (unknown task, settings or level, other seed, bad index)."""
         if not isinstance(source, dict) or source.get("kind") != "reasoning_gym":
             raise InvalidSource("not a reasoning-gym question")
         config = source.get("config")
@@ -284,11 +369,20 @@ class ReasoningGymSource:
                                 "is not in this experiment's mix")
         if source.get("seed") != self.seed:
             raise InvalidSource("question pool seed differs from this experiment's SEED")
-        ds = _dataset(task.name, key[1], self.seed)
+        level = source.get("level")
+        if self.curriculum != (level is not None):
+            raise InvalidSource("curriculum level given where the experiment has none"
+                                if level is not None else "curriculum level missing")
+        if level is not None and (type(level) is not int or not 0 <= level <= self.top[task.name]):
+            raise InvalidSource(f"curriculum level {str(level)[:10]} out of range for {task.name}")
+        try:
+            ds = self._pool(task, level, self.seed)
+        except ValueError:
+            raise InvalidSource(f"level {level} of {task.name} makes unusable questions") from None
         index = source.get("index")
         if type(index) is not int or not 0 <= index < len(ds) or source.get("size") != len(ds):
             raise InvalidSource("question index out of range of the task's pool")
-        return self._question(task, ds, index)
+        return self._question(task, ds, index, level, self.seed)
 
 
 # --- a user's own question set -------------------------------------------------
@@ -322,6 +416,7 @@ class DatasetSource:
         with open(path, "rb") as fh:
             self.digest = hashlib.sha256(fh.read()).hexdigest()[:16]
         self.seed, self.match, self.name = int(seed), match, os.path.basename(path)
+        self.held_out: set[int] = set()          # rows of the evaluation set
 
     def fingerprint(self) -> dict:
         return {"kind": "dataset", "name": self.name, "sha256": self.digest,
@@ -335,9 +430,22 @@ class DatasetSource:
                         source={"kind": "dataset", "dataset": self.digest, "row": row},
                         verify=lambda a, t=truth, f=check: f(a, t))
 
-    def draw(self, node_id: str, round_: int, count: int) -> list[Question]:
+    def draw(self, node_id: str, round_: int, count: int, levels=None) -> list[Question]:
+        """``count`` rows for this node and round, never one of the evaluation set."""
         rng = round_rng(self.seed, node_id, round_)
-        return [self._question(int(r)) for r in rng.integers(0, len(self.questions), size=count)]
+        rows = [r for r in range(len(self.questions)) if r not in self.held_out]
+        if not rows:
+            raise ValueError(f"DATASET_PATH={self.name}: every row is in the evaluation set; "
+                             "lower EVAL_QUESTIONS")
+        return [self._question(rows[int(k)]) for k in rng.integers(0, len(rows), size=count)]
+
+    def eval_set(self, count: int, seed: int) -> list[Question]:
+        """A fixed sample of rows (at most half the file) held out from training."""
+        rng = np.random.default_rng([seed, stable_int(self.digest)])
+        picks = rng.choice(len(self.questions), size=min(count, len(self.questions) // 2),
+                           replace=False)
+        self.held_out = {int(r) for r in picks}
+        return [self._question(int(r)) for r in sorted(self.held_out)]
 
     def regenerate(self, source: dict) -> Question:
         if not isinstance(source, dict) or source.get("kind") != "dataset":

@@ -135,6 +135,17 @@ class Config:
                                    "(the paper's code does); default: 1 for a correct answer, else "
                                    "0, so crumbs never look like a success (bench/rewards.py)",
                                    shared=True)
+    CURRICULUM: bool = setting(True, "move each task's difficulty up or down (reasoning-gym's "
+                               "curricula, from level 0) to keep this node's success rate where "
+                               "groups have signal; false: TASKS settings as given (the paper)",
+                               shared=True)
+    EVAL_INTERVAL: int = setting(5, "held-out evaluation every this many rounds and before the "
+                                 "first update (greedy, fixed questions no node trains on); 0: "
+                                 "never", min=0)
+    EVAL_QUESTIONS: int = setting(36, "questions in the evaluation set, spread evenly over the "
+                                  "tasks", min=1, max=4096, shared=True)
+    EVAL_LEVEL: int = setting(0, "curriculum level of the evaluation questions (with CURRICULUM; "
+                              "it never follows the training level)", min=0, max=100, shared=True)
     GENERATION_BATCH_SIZE: int = setting(0, "questions per generate call; 0: all I at once",
                                          min=0, max=256)
     MAX_STALENESS: int = setting(1, "if round R has too few peer groups, also look this many "

@@ -37,7 +37,8 @@ def question_source(config: Config):
             raise ConfigError(str(exc)) from None
     try:
         tasks = parse_tasks(config.TASKS) if config.TASKS.strip() else [TaskSpec(t) for t in PAPER_TASKS]
-        return ReasoningGymSource(tasks, config.SEED)
+        return ReasoningGymSource(tasks, config.SEED, curriculum=config.CURRICULUM,
+                                  eval_level=config.EVAL_LEVEL)
     except ValueError as exc:
         raise ConfigError(f"TASKS={config.TASKS!r} is not valid: {exc}") from None
 

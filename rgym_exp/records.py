@@ -19,7 +19,7 @@ from rgym_exp.drive.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2     # 2: namespaced metrics, one record per round, rollout signal claims
 RECORD_MAX_BYTES = 256 * 1024
 
 
@@ -77,24 +77,37 @@ class PeerRecord:
     phase: str = ""                     # what it is doing now
     last_reward: Optional[float] = None
     external_used: Optional[int] = None
+    last_eval: Optional[float] = None    # latest held-out accuracy
     started_at: float = 0.0
     interval: float = 0.0               # seconds between its heartbeats (others watch that long)
 
 
 @dataclass
 class Submission:
-    """submissions/round_R/{node_id}.json: a worker's summary of round R."""
+    """submissions/round_R/{node_id}.json: a worker's round R: its metrics record (the same
+    dict as its metrics.jsonl line) and the external groups it trained on."""
     round: int
     node_id: str
-    reward_mean: float
-    external_groups_received: int
-    external_groups_used: int
-    local_groups: int
-    round_seconds: float
     model: str = ""
     finished_at: float = 0.0
     metrics: dict = field(default_factory=dict)
     external: list = field(default_factory=list)   # groups trained on: node, round, key, reward
+
+
+# metric names of protocol 1 folders -> today's (readers of older folders translate)
+LEGACY_METRICS = {
+    "reward_mean": "reward/mean", "reward_std": "reward/std",
+    "external_groups_received": "external/considered", "external_groups_used": "external/used",
+    "external_zero_advantage": "external/zero_advantage", "external_rejected": "external/rejected",
+    "local_groups": "local/groups", "local_groups_with_signal": "local/with_signal",
+    "completions_ended_frac": "completions/ended_frac",
+    "answer_tag_frac": "completions/answer_tag_frac", "round_seconds": "time/round_s",
+}
+
+
+def current_metrics(doc: dict) -> dict:
+    """A metrics record under today's names, whichever protocol version wrote it."""
+    return {LEGACY_METRICS.get(k, k): v for k, v in doc.items()}
 
 
 R = TypeVar("R")

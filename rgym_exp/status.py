@@ -3,7 +3,7 @@
 Reads the round state and every peer record (one listing of peers/ plus one
 read per node, one listing of the round's submissions) and prints the round,
 its deadline and one row per node: role, model, round, heartbeat age, health,
-last reward, external groups used, phase. It never imports torch, so it starts
+last reward, latest held-out accuracy, external groups used, phase. It never imports torch, so it starts
 in well under a second.
 
 Heartbeat age is measured on one clock where possible: the peer file's
@@ -49,6 +49,7 @@ class NodeRow:
     external_used: Optional[int]
     phase: str
     host: str = ""
+    last_eval: Optional[float] = None   # latest held-out accuracy
 
 
 @dataclass
@@ -115,7 +116,7 @@ def take_snapshot(store: Store, experiment: str, heartbeat_interval: float = Con
             node_id=node, role=record.role, model=record.model, round=record.round,
             heartbeat_age=age, health=health(record, age, heartbeat_interval, peer_timeout),
             last_reward=record.last_reward, external_used=record.external_used,
-            phase=record.phase, host=record.host))
+            phase=record.phase, host=record.host, last_eval=record.last_eval))
     snap.nodes.sort(key=lambda n: (n.role != "coordinator", n.node_id))
     snap.unreadable = reader.unreadable
     return snap
@@ -158,12 +159,14 @@ def render(snap: Snapshot) -> str:
     if snap.round is not None and not snap.finished:
         lines.append(f"submitted round {snap.round}: {', '.join(snap.submitted) or '-'}; "
                      f"waiting for: {', '.join(snap.waiting_for) or '-'}")
-    header = ("NODE", "ROLE", "MODEL", "ROUND", "HEARTBEAT", "HEALTH", "REWARD", "EXT USED", "PHASE")
+    header = ("NODE", "ROLE", "MODEL", "ROUND", "HEARTBEAT", "HEALTH", "REWARD", "HELD-OUT",
+              "EXT USED", "PHASE")
     rows = [header] + [(
         n.node_id, n.role, short_model(n.model) if n.model else "-",
         str(n.round) if n.round >= 0 else "-",
         f"{duration(n.heartbeat_age)} ago" if n.heartbeat_age is not None else "-", n.health,
         f"{n.last_reward:.3f}" if n.last_reward is not None else "-",
+        f"{n.last_eval:.3f}" if n.last_eval is not None else "-",
         str(n.external_used) if n.external_used is not None else "-", n.phase or "-")
         for n in snap.nodes]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]

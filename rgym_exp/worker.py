@@ -22,7 +22,9 @@ import time
 
 import numpy as np
 
+from genrl.curriculum import Curriculum
 from genrl.data import round_rng, stable_int
+from genrl.evaluation import EVAL_BATCH, EVAL_SEED, EvalSet, evaluate
 from genrl.grpo import GRPOConfig, GRPOTrainer, TrainGroup
 from genrl.models import build_prompt, load_policy
 from genrl.rewards import RewardRule
@@ -66,7 +68,11 @@ class Worker:
         self.checkpoints = None
         self.last_done = -1
         self.last_checkpoint = -1
-
+        self.curriculum = (Curriculum([t.name for t in self.source.tasks])
+                           if getattr(self.source, "curriculum", False) else None)
+        self.eval_set = EvalSet(self.source.eval_set(config.EVAL_QUESTIONS, EVAL_SEED)) \
+            if config.EVAL_INTERVAL else None      # also keeps these questions out of training
+        self.evaluated = False                      # this process has not evaluated yet
 
     # --- start-up -------------------------------------------------------------------
 
@@ -89,12 +95,16 @@ class Worker:
         state = self.checkpoints.restore(self.trainer)
         if state is not None:
             self.last_done = self.last_checkpoint = int(state["round"])
+            if self.curriculum is not None and isinstance(state.get("curriculum"), dict):
+                self.curriculum.restore(state["curriculum"])
         self.logs.event("started", model=policy.description, resumed_round=self.last_done)
 
     def save_checkpoint(self) -> None:
         self.heartbeat.update(phase="saving checkpoint")
-        self.checkpoints.save(self.trainer, self.last_done, {"node_id": self.node,
-                                                           "model": self.cfg.MODEL_NAME},
+        extra = {"node_id": self.node, "model": self.cfg.MODEL_NAME}
+        if self.curriculum is not None:
+            extra["curriculum"] = self.curriculum.state()
+        self.checkpoints.save(self.trainer, self.last_done, extra,
                               before_write=self.heartbeat.ensure_owner)
         self.last_checkpoint = self.last_done
         self.logs.event("checkpoint_saved", round=self.last_done)
@@ -157,37 +167,59 @@ class Worker:
 
     def run_round(self, R: int) -> None:
         t_round = time.perf_counter()
+        metrics = {"round": R, "node_id": self.node}
+        if self.eval_set is not None and (not self.evaluated or R % self.cfg.EVAL_INTERVAL == 0):
+            metrics.update(self._evaluate(R))       # the model as it enters this round
         local, t_generate = self._generate(R)
         self.waiter.check()
         gathered, t_gather = self._gather(R, t_generate)
         self.waiter.check()
         train = self._train(R, local, gathered.groups)
-        rewards = [r for g in local for r in g.rewards]
-        sel = self.selector
-        metrics = {
-            "round": R, "node_id": self.node, "reward_mean": float(np.mean(rewards)),
-            "reward_std": float(np.std(rewards)),
-            "external_groups_received": sel.considered, "external_groups_used": len(gathered.groups),
-            "external_zero_advantage": sel.zero_advantage,
-            "external_rejected": sum(sel.rejected.values()) + sum(gathered.rejected.values()),
-            "external/used_before": sel.used_before,
-            "external/age_mean": float(np.mean(gathered.ages(R))) if gathered.groups else None,
-            "external/wait_s": gathered.waited_s, "external/files_read": gathered.files_read,
-            "external/files_listed": gathered.files_listed,
-            "external/listings": gathered.listings, "external/broken_claims": gathered.broken_claims,
-            "local_groups": len(local), "local_groups_with_signal": sum(g.has_signal for g in local),
-            "completions_ended_frac": float(np.mean([e for g in local for e in g.ended])),
-            "answer_tag_frac": float(np.mean(["<answer>" in t for g in local for t in g.completions])),
-            "time/generate_s": t_generate, "time/gather_s": t_gather,
-            "round_seconds": time.perf_counter() - t_round, **train}
+        metrics.update(round_metrics(local, gathered, self.selector, R))
+        metrics.update(self._update_curriculum(R, local))
+        metrics.update({"time/generate_s": t_generate, "time/gather_s": t_gather, **train,
+                        "time/round_s": time.perf_counter() - t_round})
         self._submit(R, metrics, gathered.groups)
+
+    def _evaluate(self, R: int) -> dict:
+        self.heartbeat.update(round=R, phase="evaluating")
+        n = len(self.eval_set.questions)
+        steps = -(-n // EVAL_BATCH) * self.cfg.MAX_NEW_TOKENS
+        with progress(steps, f"round {R} evaluating", "steps") as bar:
+            out = evaluate(self.trainer, self.eval_set, self.reward, build_prompt,
+                           on_token=lambda: bar.update(1))
+        self.evaluated = True
+        self.heartbeat.update(last_eval=out["eval/accuracy"])
+        per_task = ", ".join(f"{k[5:]} {v:.2f}" for k, v in out.items()
+                             if k.startswith("eval/") and k not in ("eval/accuracy",
+                                                                     "eval/questions"))
+        log.info("round %d: held-out accuracy %.3f on %d questions in %.0fs (%s)", R,
+                 out["eval/accuracy"], n, out["time/eval_s"], per_task)
+        return out
+
+    def _update_curriculum(self, R: int, local: list[ScoredGroup]) -> dict:
+        """Count this round's correct completions per task; move levels; report them."""
+        if self.curriculum is None:
+            return {}
+        for g in local:
+            task = g.question.source.get("task")
+            correct = sum(self.reward.correct(t, g.question) for t in g.completions)
+            self.curriculum.record(task, correct, len(g.completions))
+        for task, top in self.source.top.items():   # levels found unusable stay out of reach
+            self.curriculum.cap(task, top)
+        for task, (old, new, rate) in self.curriculum.update().items():
+            log.info("round %d: %s %s to curriculum level %d (success rate %.2f)", R, task,
+                     "up" if new > old else "down", new, rate)
+            self.logs.event("curriculum", round=R, task=task, level=new, was=old, success=rate)
+        return {f"curriculum/{task}": level for task, level in sorted(self.curriculum.levels.items())}
 
     def _generate(self, R: int) -> tuple[list[ScoredGroup], float]:
         """This round's scored local groups (published), and the seconds it took."""
         cfg = self.cfg
         I, G = cfg.NUM_TRAIN_SAMPLES, cfg.NUM_GENERATIONS
         self.heartbeat.update(round=R, phase="generating")
-        questions = self.source.draw(self.node, R, I)
+        questions = self.source.draw(self.node, R, I, levels=self.curriculum.levels
+                                     if self.curriculum is not None else None)
         per_call = cfg.GENERATION_BATCH_SIZE or I
         calls = range(0, I, per_call)
         chunked = cfg.ROLLOUT_PUBLISH_FREQUENCY == "generation"
@@ -263,12 +295,8 @@ class Worker:
 
     def _submit(self, R: int, metrics: dict, external: list[ScoredGroup]) -> None:
         cfg = self.cfg
-        submission = Submission(round=R, node_id=self.node, reward_mean=metrics["reward_mean"],
-                                external_groups_received=metrics["external_groups_received"],
-                                external_groups_used=metrics["external_groups_used"],
-                                local_groups=metrics["local_groups"],
-                                round_seconds=metrics["round_seconds"],
-                                model=cfg.MODEL_NAME, finished_at=time.time(), metrics=metrics,
+        submission = Submission(round=R, node_id=self.node, model=cfg.MODEL_NAME,
+                                finished_at=time.time(), metrics=metrics,
                                 external=[{"node": g.origin, "round": g.round, "key": g.key,
                                            "reward_mean": float(np.mean(g.rewards))}
                                           for g in external])
@@ -276,15 +304,34 @@ class Worker:
         write_record(self.exp.store, self.exp.layout.submission(R, self.node), submission)
         self.logs.metric({**metrics, "time": time.time()})
         self.exchange.recalled.add(R)          # this round's used groups are in memory already
-        self.heartbeat.update(last_reward=metrics["reward_mean"],
-                              external_used=metrics["external_groups_used"],
+        self.heartbeat.update(last_reward=metrics["reward/mean"],
+                              external_used=metrics["external/used"],
                               phase=f"submitted round {R}")
-        log.info("round %d submitted in %.0fs: reward %.3f, external %d received / %d used", R,
-                 metrics["round_seconds"], metrics["reward_mean"], metrics["external_groups_received"],
-                 metrics["external_groups_used"])
+        log.info("round %d submitted in %.0fs: reward %.3f, external %d used", R,
+                 metrics["time/round_s"], metrics["reward/mean"], metrics["external/used"])
 
     def _shareable(self, groups: list[ScoredGroup], R: int) -> list[RolloutGroup]:
         return [RolloutGroup(node_id=self.node, round=R, model=self.cfg.MODEL_NAME,
                              question=g.question.text, source=g.question.source,
                              completions=g.completions, rewards=g.rewards, ended=g.ended)
                 for g in groups]
+
+
+def round_metrics(local: list[ScoredGroup], gathered, selector, R: int) -> dict:
+    """The round's rewards and exchange, under the metric names of metrics.jsonl."""
+    rewards = [r for g in local for r in g.rewards]
+    completions = [t for g in local for t in g.completions]
+    return {
+        "reward/mean": float(np.mean(rewards)), "reward/std": float(np.std(rewards)),
+        "local/groups": len(local), "local/with_signal": sum(g.has_signal for g in local),
+        "external/used": len(gathered.groups), "external/considered": selector.considered,
+        "external/zero_advantage": selector.zero_advantage,
+        "external/used_before": selector.used_before,
+        "external/rejected": sum(selector.rejected.values()) + sum(gathered.rejected.values()),
+        "external/age_mean": float(np.mean(gathered.ages(R))) if gathered.groups else None,
+        "external/wait_s": gathered.waited_s, "external/files_read": gathered.files_read,
+        "external/files_listed": gathered.files_listed, "external/listings": gathered.listings,
+        "external/broken_claims": gathered.broken_claims,
+        "completions/ended_frac": float(np.mean([e for g in local for e in g.ended])),
+        "completions/answer_tag_frac": float(np.mean(["<answer>" in t for t in completions])),
+    }

@@ -118,3 +118,16 @@ def test_dataset_csv_and_clear_errors(tmp_path):
         DatasetSource(str(tmp_path / "qa.txt"), seed=0)
     with pytest.raises(ValueError, match="no such file"):
         DatasetSource(str(tmp_path / "missing.jsonl"), seed=0)
+
+
+def test_a_task_s_answers_do_not_depend_on_what_other_tasks_generated_before():
+    # reasoning-gym's decimal_arithmetic sets the process's decimal precision (6 here) for
+    # every question; decimal_chain_sum computes its answers with Decimal
+    import decimal
+    chain = ReasoningGymSource(parse_tasks("decimal_chain_sum"), seed=3)
+    before = [(q.text, q.answer) for q in chain.draw("n", 0, 24)]
+    ReasoningGymSource(parse_tasks("decimal_arithmetic{precision=6}"), seed=3).draw("n", 0, 8)
+    assert decimal.getcontext().prec == 28
+    after = [(q.text, q.answer) for q in ReasoningGymSource(parse_tasks("decimal_chain_sum"),
+                                                             seed=3).draw("n", 0, 24)]
+    assert after == before

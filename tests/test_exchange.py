@@ -166,8 +166,7 @@ def test_no_group_is_trained_on_twice_not_even_after_a_restart(exp, tmp_path):
     # the node restarts: a new process knows what it used from its own submissions
     for r, got in ((0, first), (1, second)):
         write_record(exp.store, exp.layout.submission(r, "me"), Submission(
-            r, "me", 0.0, 0, len(got.groups), 4, 1.0,
-            external=[{"node": g.origin, "round": g.round, "key": g.key} for g in got.groups]))
+            r, "me", external=[{"node": g.origin, "round": g.round, "key": g.key} for g in got.groups]))
     fresh, sel2 = RolloutExchange(exp, "me"), selector()
     fresh.recall_used(2, sel2, max_staleness=2)
     again = fresh.gather(2, J, sel2, np.random.default_rng(2), max_staleness=2)

@@ -1,5 +1,6 @@
 """DESIGN.md's folder-protocol invariants, one test (or more) each."""
 
+import json
 import os
 import signal
 import threading
@@ -204,6 +205,8 @@ def test_worker_restart_resumes_from_its_checkpoint(tiny_llama, tmp_path):
     logs.close()
     state = dict(probe.trainer.model.state_dict())
     assert probe.last_done == newest
+    saved_state = json.load(open(os.path.join(ckpts, f"round_{newest}", "trainer_state.json")))
+    assert probe.curriculum.state() == saved_state["curriculum"]    # its levels come back too
     for name, tensor in saved.items():
         assert torch.equal(state[name], tensor), name
     # ... and the restarted process finishes the experiment without redoing a round

@@ -12,8 +12,9 @@ import sys
 import pytest
 
 from rgym_exp.drive.store import FolderStore
-from rgym_exp.report import (compare_rows, load_series, markdown_table, moving_average, plot_compare,
-                             plot_cumulative, plot_rewards, summarize)
+from rgym_exp.plots import plot_compare, plot_cumulative, plot_rewards
+from rgym_exp.report import markdown_table
+from rgym_exp.series import area_under, compare_rows, load_series, moving_average, summarize
 from tests.swarm_helpers import REPO, exp_dir, metrics, node_env, start_node, wait_all
 
 WORKERS = ("w1", "w2")
@@ -35,7 +36,7 @@ def drive(tmp_path_factory, tiny_llama) -> str:
 
 
 def rewards(drive: str, node: str, name: str) -> list[float]:
-    return [m["reward_mean"] for m in metrics(drive, node, name)]
+    return [m["reward/mean"] for m in metrics(drive, node, name)]
 
 
 def test_series_are_the_workers_metrics(drive):
@@ -45,8 +46,8 @@ def test_series_are_the_workers_metrics(drive):
         lines = metrics(drive, node, "sapo")
         assert series[node].source == "metrics"
         assert series[node].rounds == [m["round"] for m in lines] == [0, 1, 2]
-        assert series[node].rewards == [m["reward_mean"] for m in lines]
-        assert series[node].external_used == [m["external_groups_used"] for m in lines]
+        assert series[node].rewards == [m["reward/mean"] for m in lines]
+        assert series[node].external_used == [m["external/used"] for m in lines]
 
 
 def test_submissions_stand_in_for_a_missing_metrics_file(drive):
@@ -108,11 +109,16 @@ def test_compare_tables_each_experiment_against_the_first(drive, tmp_path):
              for line in table.splitlines() if line.startswith("| grpo") or line.startswith("| sapo")}
     # a random tiny model may earn nothing at all: then no ratio can be formed
     assert lines["grpo"][:2] == ["2", "3"]
-    assert lines["grpo"][-1] == ("1.00" if per_node["grpo"] else "n/a")
+    assert lines["grpo"][4] == ("1.00" if per_node["grpo"] else "n/a")
     assert lines["sapo"][3] == f"{per_node['sapo']:.4f}"
     ratio = per_node["sapo"] / per_node["grpo"] if per_node["grpo"] else None
-    assert lines["sapo"][-1] == ("n/a" if ratio is None else f"{ratio:.2f}")
-    assert (tmp_path / "compare.png").exists() and table.strip().endswith("![compare.png](compare.png)")
+    assert lines["sapo"][4] == ("n/a" if ratio is None else f"{ratio:.2f}")
+    for name in ("grpo", "sapo"):   # evaluated once, before the first update (EVAL_INTERVAL=5)
+        first = sum(m["eval/accuracy"] for n in WORKERS for m in metrics(drive, n, name)
+                    if "eval/accuracy" in m) / 2
+        assert lines[name][5] == f"{first:.3f} -> {first:.3f}" and lines[name][6] == "-"
+    assert (tmp_path / "compare.png").exists() and (tmp_path / "compare_accuracy.png").exists()
+    assert table.strip().endswith("![compare_accuracy.png](compare_accuracy.png)")
 
 
 def test_compare_plot_draws_one_smoothed_curve_per_experiment(drive, tmp_path):
@@ -160,3 +166,19 @@ def test_series_read_through_the_drive_api_equal_the_folders(drive):
     assert remote["w2"].source == "submissions"
     assert {n: (s.rounds, s.rewards) for n, s in remote.items()} == \
         {n: (s.rounds, s.rewards) for n, s in local.items()}
+
+
+def test_the_area_under_the_accuracy_curve_is_its_mean_height_between_first_and_last_round():
+    assert area_under([0, 10], [0.2, 0.4]) == pytest.approx(0.3)
+    assert area_under([0, 5, 10], [0.0, 0.5, 0.5]) == pytest.approx(0.375)
+    assert area_under([3], [0.7]) is None
+
+
+def test_older_folders_metric_names_are_read_as_today_s(tmp_path):
+    store = FolderStore(str(tmp_path))
+    store.write("experiments/old/logs/w1/metrics.jsonl",
+                b'{"round": 0, "reward_mean": 0.25, "external_groups_used": 3}\n'
+                b'{"round": 1, "reward/mean": 0.5, "external/used": 1, "eval/accuracy": 0.4}\n')
+    series = load_series(store, "old")["w1"]
+    assert (series.rewards, series.external_used) == ([0.25, 0.5], [3, 1])
+    assert (series.eval_rounds, series.eval_accuracy) == ([1], [0.4])

@@ -56,11 +56,13 @@ def test_every_node_has_a_row_with_its_role_round_and_last_reward(swarm, tiny_ll
     assert table["coord"][1:3] == ["coordinator", "-"]
     for node in ("w1", "w2"):
         last = metrics(swarm, node)[-1]
-        _, role, model, round_, _age, health, reward, used, _phase = table[node]
+        _, role, model, round_, _age, health, reward, heldout, used, _phase = table[node]
         assert (role, model, health) == ("worker", os.path.basename(tiny_llama), "finished")
         assert int(round_) == last["round"] == 2
-        assert reward == f"{last['reward_mean']:.3f}"
-        assert int(used) == last["external_groups_used"]
+        assert reward == f"{last['reward/mean']:.3f}"
+        evals = [m["eval/accuracy"] for m in metrics(swarm, node) if "eval/accuracy" in m]
+        assert heldout == f"{evals[-1]:.3f}"               # the latest evaluation (round 0)
+        assert int(used) == last["external/used"]
     assert "round 2 of 3: finished" in text
 
 
@@ -70,7 +72,7 @@ def test_json_snapshot_from_the_command_line_uses_env_vars(swarm):
     snap = json.loads(done.stdout)
     assert (snap["round"], snap["max_rounds"], snap["finished"]) == (2, 3, True)
     by_node = {n["node_id"]: n for n in snap["nodes"]}
-    assert by_node["w1"]["last_reward"] == metrics(swarm, "w1")[-1]["reward_mean"]
+    assert by_node["w1"]["last_reward"] == metrics(swarm, "w1")[-1]["reward/mean"]
     assert snap["submitted"] == ["w1", "w2"]
 
 

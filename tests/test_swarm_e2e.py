@@ -15,10 +15,10 @@ from tests.swarm_helpers import REPO, exp_dir, metrics, node_env, read_json, sta
 
 @pytest.fixture(scope="module")
 def three_rounds(tiny_llama, tmp_path_factory):
-    """A coordinator and two workers (J=2) for 3 rounds."""
+    """A coordinator and two workers (J=2) for 3 rounds, evaluated every round."""
     root = tmp_path_factory.mktemp("e2e")
     drive = str(root / "drive")
-    env = node_env(drive, tiny_llama, str(root / "home"))
+    env = node_env(drive, tiny_llama, str(root / "home"), EVAL_INTERVAL=1, EVAL_QUESTIONS=6)
     procs = [start_node(env, str(root / f"{n}.log"), role, n)
              for role, n in (("coordinator", "coord"), ("worker", "w1"), ("worker", "w2"))]
     codes = wait_all(procs, timeout=240)
@@ -44,9 +44,9 @@ def test_every_worker_published_and_submitted_every_round(three_rounds):
             assert doc["node_id"] == node and doc["round"] == r and len(doc["groups"]) == 2
             assert all(len(g["completions"]) == 4 for g in doc["groups"])
             sub = read_json(os.path.join(exp_dir(drive), "submissions", f"round_{r}", f"{node}.json"))
-            for key in ("round", "node_id", "reward_mean", "external_groups_used"):
-                assert key in sub
             assert sub["node_id"] == node and sub["round"] == r
+            line = metrics(drive, node)[r]           # one record: the submission holds it
+            assert sub["metrics"] == {k: v for k, v in line.items() if k != "time"}
 
 
 def test_peers_files_are_seen_and_those_without_signal_are_not_read(three_rounds):
@@ -55,11 +55,26 @@ def test_peers_files_are_seen_and_those_without_signal_are_not_read(three_rounds
         lines = metrics(drive, node)
         assert [m["round"] for m in lines] == [0, 1, 2]     # one line per round, none twice
         for m in lines:
-            for key in ("reward_mean", "external_groups_received", "external_groups_used",
-                        "round_seconds", "external/files_listed", "external/wait_s"):
+            for key in ("reward/mean", "external/considered", "external/used", "time/round_s",
+                        "external/files_listed", "external/wait_s", "external/age_mean"):
                 assert key in m
         assert all(m["external/files_listed"] > 0 for m in lines[1:]), lines
         assert all(m["external/files_read"] == 0 for m in lines)   # all claimed no signal
+
+
+def test_every_node_is_evaluated_every_round_on_the_same_held_out_questions(three_rounds):
+    drive = three_rounds[0]
+    for node in ("w1", "w2"):
+        lines = metrics(drive, node)
+        for m in lines:
+            assert 0.0 <= m["eval/accuracy"] <= 1.0 and m["eval/questions"] == 6
+            assert m["eval/basic_arithmetic"] == m["eval/accuracy"]     # the one task
+            assert m["time/eval_s"] > 0
+        peer = read_json(os.path.join(exp_dir(drive), "peers", f"{node}.json"))
+        assert peer["last_eval"] == lines[-1]["eval/accuracy"]       # what status shows
+    from rgym_exp.report import main
+    assert main(["--gdrive-path", drive, "--experiment", "exp"]) == 0
+    assert os.path.getsize(os.path.join(exp_dir(drive), "report", "heldout_accuracy.png")) > 0
 
 
 def test_each_file_was_written_by_its_owner(three_rounds):

@@ -1,0 +1,109 @@
+"""The difficulty curriculum and the held-out evaluation set: levels that keep a node's
+success rate in the band, questions any peer regenerates at their level, and evaluation
+questions that no node ever trains on."""
+
+import numpy as np
+import pytest
+
+from genrl.curriculum import BAND, WINDOW, Curriculum, max_level, settings_at
+from genrl.data import InvalidSource, ReasoningGymSource, parse_tasks
+
+TASKS = "chain_sum,basic_arithmetic{allow_negation=false}"
+
+
+def test_a_level_sets_the_task_s_difficulty_fields_and_keeps_the_user_s_others():
+    assert settings_at("chain_sum", 0, {}) == {"min_terms": 2, "max_terms": 2, "min_digits": 1,
+                                              "max_digits": 1}
+    harder = settings_at("basic_arithmetic", 2, {"allow_negation": False, "min_terms": 5})
+    assert harder["allow_negation"] is False and harder["max_terms"] == 4 and harder["max_digits"] == 3
+    assert harder["min_terms"] == 2                      # the curriculum owns difficulty fields
+    with pytest.raises(ValueError, match="has no curriculum level 99"):
+        settings_at("chain_sum", 99, {})
+    assert max_level("chain_sum") == 10 and max_level("bf") == 2
+
+
+def full_window(cur, task, rate):
+    cur.record(task, int(round(rate * WINDOW)), WINDOW)
+    return cur.update()
+
+
+def test_levels_move_up_above_the_band_down_below_it_and_only_on_a_full_window():
+    cur = Curriculum(["chain_sum"])
+    cur.record("chain_sum", WINDOW - 1, WINDOW - 1)     # not enough completions yet
+    assert cur.update() == {} and cur.level("chain_sum") == 0
+    cur.record("chain_sum", 1, 1)
+    assert cur.update() == {"chain_sum": (0, 1, 1.0)}
+    assert full_window(cur, "chain_sum", (BAND[0] + BAND[1]) / 2) == {}    # in the band: stay
+    assert full_window(cur, "chain_sum", 0.0) == {"chain_sum": (1, 0, 0.0)}
+    assert full_window(cur, "chain_sum", 0.0) == {}                       # level 0 is the floor
+    cur.cap("chain_sum", 0)
+    assert full_window(cur, "chain_sum", 1.0) == {} and cur.level("chain_sum") == 0
+    again = Curriculum(["chain_sum"])
+    again.restore(cur.state())
+    assert again.state() == cur.state()
+    again.restore({"levels": {"chain_sum": 999, "nope": 1}, "seen": {"chain_sum": [-1, 2]}})
+    assert again.state() == cur.state()                  # nonsense from a file changes nothing
+
+
+def test_a_node_s_success_rate_settles_in_the_band_whatever_the_model_s_skill():
+    """A model whose success falls by 0.15 per level, from 0.95 or from 0.5 at level 0."""
+    for start in (0.95, 0.5):
+        rng = np.random.default_rng(0)
+        cur = Curriculum(["chain_sum"])
+        rates = []
+        for _ in range(60):                               # rounds of 2 groups of 8
+            p = max(0.0, start - 0.15 * cur.level("chain_sum"))
+            rates.append(p)
+            cur.record("chain_sum", int(rng.binomial(16, p)), 16)
+            cur.update()
+        assert BAND[0] - 0.1 <= np.mean(rates[-30:]) <= BAND[1] + 0.1, (start, rates[-30:])
+
+
+def test_a_peer_regenerates_a_question_at_its_level_and_nothing_outside_the_experiment():
+    src = ReasoningGymSource(parse_tasks(TASKS), seed=4, curriculum=True)
+    questions = src.draw("n1", 3, 6, levels={"chain_sum": 4, "basic_arithmetic": 1})
+    peer = ReasoningGymSource(parse_tasks(TASKS), seed=4, curriculum=True)
+    for q in questions:
+        level = {"chain_sum": 4, "basic_arithmetic": 1}[q.source["task"]]
+        assert q.source["level"] == level
+        again = peer.regenerate(q.source)
+        assert (again.text, again.answer) == (q.text, q.answer)
+    bad = dict(questions[0].source, level=max_level(questions[0].source["task"]) + 1)
+    with pytest.raises(InvalidSource, match="out of range"):
+        peer.regenerate(bad)
+    plain = ReasoningGymSource(parse_tasks(TASKS), seed=4)
+    with pytest.raises(InvalidSource, match="curriculum level given"):
+        plain.regenerate(questions[0].source)
+    assert src.fingerprint() != plain.fingerprint()      # experiment.json tells them apart
+
+
+def test_a_level_whose_questions_disagree_with_their_answers_is_never_used(monkeypatch):
+    import genrl.data as data
+    src = ReasoningGymSource(parse_tasks("chain_sum"), seed=1, curriculum=True)
+    real = data.check_answers
+
+    def broken_above_2(task, ds, sample=24):
+        if task.config.get("max_terms", 0) > 4:
+            raise ValueError(f"task {task.name} makes questions that disagree")
+        real(task, ds, sample)
+    monkeypatch.setattr(data, "check_answers", broken_above_2)
+    questions = src.draw("n1", 0, 3, levels={"chain_sum": 6})
+    assert {q.source["level"] for q in questions} == {2} and src.top["chain_sum"] == 2
+
+
+def test_the_evaluation_set_is_fixed_spread_over_tasks_and_never_drawn_for_training():
+    small = "chain_sum{size=40},basic_arithmetic{size=40}"
+    a = ReasoningGymSource(parse_tasks(small), seed=1, curriculum=True, eval_level=1)
+    b = ReasoningGymSource(parse_tasks(small), seed=2, curriculum=True, eval_level=1)
+    held = a.eval_set(10, seed=1)          # the very pool training draws from: a worst case
+    assert [q.text for q in held] == [q.text for q in b.eval_set(10, seed=1)]   # any SEED
+    assert [q.source["task"] for q in held] == ["chain_sum"] * 5 + ["basic_arithmetic"] * 5
+    assert {q.source["level"] for q in held} == {1}      # fixed, whatever training's level
+    texts = {q.text for q in held}
+    drawn = [q.text for r in range(60) for q in a.draw("n1", r, 4, levels={"chain_sum": 1,
+                                                                       "basic_arithmetic": 1})]
+    assert not texts & set(drawn)                         # 240 draws from pools of 40
+    a.held_out = set()
+    undone = [q.text for r in range(60) for q in a.draw("n1", r, 4, levels={"chain_sum": 1,
+                                                                        "basic_arithmetic": 1})]
+    assert texts & set(undone)                            # without the exclusion they would be
