@@ -1,0 +1,209 @@
+"""Does sharing help? Configurations x seeds through the real launcher, compared from the folders.
+
+    python bench/sapo_experiment.py run --out /tmp/sapo --seeds 1 2 3 --rounds 30 \
+        --config baseline:NUM_TRAIN_SAMPLES=4,NUM_TRANSPLANT_TREES=0 \
+        --config sapo:NUM_TRAIN_SAMPLES=2,NUM_TRANSPLANT_TREES=2 \
+        --set TASKS='chain_sum' --set MAX_NEW_TOKENS=48 ...
+    python bench/sapo_experiment.py compare --out /tmp/sapo        # from the folders alone
+
+``run`` starts one local swarm (``NODE_ROLE=swarm``, NUM_WORKERS workers) per configuration
+and seed, one after the other, each in its own folder ``OUT/{config}-s{seed}`` with its own
+experiment name, and skips runs that already finished (a stopped sweep resumes). Runs with
+the same seed draw the same questions (draws are seeded by SEED, node and round), so the
+comparison is paired by seed. ``compare`` reads each run's folder (rgym_exp/series.py) and
+prints, per configuration, the mean over seeds and a 95% t-interval of:
+  * cumulative training reward per node (the SAPO paper's measure, flattering: on the
+    questions trained on, under sampling),
+  * held-out accuracy at the end, and its area under the curve (rgym_exp/series.py),
+and each configuration's paired difference from the first. It writes ``comparison.md`` and
+two figures (swarm-mean held-out accuracy and cumulative reward, mean over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from rgym_exp.drive.backends import open_store  # noqa: E402
+from rgym_exp.drive.layout import Layout  # noqa: E402
+from rgym_exp.records import RecordReader, RoundState  # noqa: E402
+from rgym_exp.series import area_under, eval_mean, load_series, swarm_mean  # noqa: E402
+
+# two-sided 95% Student t quantiles by degrees of freedom (1..30), then the normal's
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% t-interval); the half-width is nan for one value."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return float(x.mean()) if len(x) else math.nan, math.nan
+    t = T975[len(x) - 2] if len(x) - 1 <= len(T975) else 1.96
+    return float(x.mean()), float(t * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def parse_config(text: str) -> tuple[str, dict]:
+    name, _, settings = text.partition(":")
+    env = dict(item.split("=", 1) for item in settings.split(",") if item)
+    if not name or not all(env.values()):
+        raise SystemExit(f"--config {text!r}: expected NAME:KEY=VALUE,KEY=VALUE")
+    return name, env
+
+
+def run_name(config: str, seed: int) -> str:
+    return f"{config}-s{seed}"
+
+
+def finished(folder: str, name: str) -> bool:
+    store = open_store(folder)
+    state = RecordReader(store).read(RoundState, Layout(name).state_file)
+    return bool(state and state.finished)
+
+
+def run(args) -> int:
+    configs = [parse_config(c) for c in args.config]
+    common = dict(item.split("=", 1) for item in args.set)
+    os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
+    with open(os.path.join(args.out, "sweep.json"), "w") as fh:
+        json.dump({"configs": dict(configs), "seeds": args.seeds, "rounds": args.rounds,
+                   "workers": args.workers, "set": common}, fh, indent=1)
+    for seed in args.seeds:                       # seed-major: every config of a seed, then next
+        for config, settings in configs:
+            name = run_name(config, seed)
+            folder = os.path.join(args.out, name)
+            if finished(folder, name):
+                print(f"{name}: already finished", flush=True)
+                continue
+            env = {**os.environ, **common, **settings, "NODE_ROLE": "swarm",
+                   "NUM_WORKERS": str(args.workers), "SEED": str(seed), "MAX_ROUNDS": str(args.rounds),
+                   "GDRIVE_PATH": folder, "EXPERIMENT_NAME": name, "NODE_ID": name,
+                   "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            t0 = time.time()
+            with open(os.path.join(args.out, "logs", f"{name}.log"), "ab") as log:
+                code = subprocess.call([sys.executable, "-m", "rgym_exp.runner.swarm_launcher"],
+                                       env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            print(f"{name}: exit {code} after {time.time() - t0:.0f}s", flush=True)
+            if code != 0:
+                print(f"{name} failed: see {args.out}/logs/{name}.log", file=sys.stderr)
+                return code
+    return compare(args)
+
+
+def measures(folder: str, name: str) -> dict:
+    series = load_series(open_store(folder), name)
+    cumulative = np.mean([sum(s.rewards) for s in series.values()])
+    eval_rounds, accuracy = eval_mean(series)
+    rounds, mean_reward = swarm_mean(series)
+    return {"cumulative": float(cumulative), "eval_last": accuracy[-1] if accuracy else math.nan,
+            "eval_first": accuracy[0] if accuracy else math.nan,
+            "eval_auc": area_under(eval_rounds, accuracy) or math.nan,
+            "eval_curve": (eval_rounds, accuracy), "reward_curve": (rounds, mean_reward),
+            "nodes": len(series)}
+
+
+def fmt(mean: float, half: float, digits: int = 3) -> str:
+    return f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ± {half:.{digits}f}")
+
+
+def compare(args) -> int:
+    with open(os.path.join(args.out, "sweep.json")) as fh:
+        sweep = json.load(fh)
+    configs, seeds = list(sweep["configs"]), sweep["seeds"]
+    got = {c: {} for c in configs}
+    for c in configs:
+        for seed in seeds:
+            name = run_name(c, seed)
+            if finished(os.path.join(args.out, name), name):
+                got[c][seed] = measures(os.path.join(args.out, name), name)
+    base = configs[0]
+    lines = [f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), {sweep['rounds']} rounds, "
+             f"{sweep['workers']} workers; mean over seeds ± 95% t-interval", "",
+             "| configuration | settings | seeds | cumulative training reward per node | "
+             "held-out accuracy, first | held-out accuracy, last | accuracy AUC |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for c in configs:
+        runs = list(got[c].values())
+        cells = [fmt(*interval([r[k] for r in runs]), digits=2 if k == "cumulative" else 3)
+                 for k in ("cumulative", "eval_first", "eval_last", "eval_auc")]
+        settings = ", ".join(f"{k}={v}" for k, v in sweep["configs"][c].items())
+        lines.append(f"| {c} | {settings} | {len(runs)} | " + " | ".join(cells) + " |")
+    lines += ["", f"Paired by seed, each configuration minus {base}:", "",
+              "| configuration | pairs | cumulative training reward per node | "
+              "held-out accuracy, last | accuracy AUC |", "|---|---:|---:|---:|---:|"]
+    for c in configs[1:]:
+        pairs = [s for s in seeds if s in got[c] and s in got[base]]
+        cells = [fmt(*interval([got[c][s][k] - got[base][s][k] for s in pairs]),
+                     digits=2 if k == "cumulative" else 3)
+                 for k in ("cumulative", "eval_last", "eval_auc")]
+        lines.append(f"| {c} | {len(pairs)} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    figures = plot(got, args.out)
+    with open(os.path.join(args.out, "comparison.md"), "w") as fh:
+        fh.write(table + "\n\n" + "".join(f"![{f}]({f})\n" for f in figures))
+    print(table)
+    print(f"\nwrote comparison.md, {', '.join(figures)} to {args.out}")
+    return 0
+
+
+def plot(got: dict, out: str) -> list[str]:
+    from matplotlib.figure import Figure
+    written = []
+    for key, title, ylabel, filename in (
+            ("eval_curve", "swarm-mean held-out accuracy, mean over seeds", "accuracy (greedy)",
+             "heldout_accuracy.png"),
+            ("reward_curve", "swarm-mean training reward (cumulative), mean over seeds",
+             "cumulative reward", "cumulative_reward.png")):
+        fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
+        ax = fig.subplots()
+        for config, runs in got.items():
+            curves = [r[key] for r in runs.values() if r[key][0]]
+            if not curves:
+                continue
+            rounds = sorted(set.intersection(*(set(c[0]) for c in curves)))
+            ys = np.array([[dict(zip(*c))[r] for r in rounds] for c in curves])
+            if key == "reward_curve":
+                ys = np.cumsum(ys, axis=1)
+            mean = ys.mean(axis=0)
+            ax.plot(rounds, mean, lw=2, marker="o" if key == "eval_curve" else None, label=config)
+            if len(curves) > 1:
+                ax.fill_between(rounds, ys.min(axis=0), ys.max(axis=0), alpha=0.15)
+        ax.set(title=title, xlabel="round", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.savefig(os.path.join(out, filename))
+        written.append(filename)
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    go = sub.add_parser("run", help="run every configuration x seed, then compare")
+    go.add_argument("--out", required=True, help="folder for the runs (one subfolder each)")
+    go.add_argument("--config", action="append", required=True, metavar="NAME:KEY=V,...",
+                    help="a configuration; the first is the baseline")
+    go.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    go.add_argument("--rounds", type=int, default=30)
+    go.add_argument("--workers", type=int, default=4)
+    go.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting every run shares")
+    cmp_ = sub.add_parser("compare", help="the comparison, from the run folders alone")
+    cmp_.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    return run(args) if args.command == "run" else compare(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""bench/sapo_experiment.py: the comparison is made from the run folders alone, paired by
+seed, with t-intervals; finished runs are never run again."""
+
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+
+from rgym_exp.drive.store import FolderStore
+from rgym_exp.records import PeerRecord, RoundState, to_json
+from tests.swarm_helpers import REPO
+
+spec = importlib.util.spec_from_file_location("sapo_experiment",
+                                              os.path.join(REPO, "bench", "sapo_experiment.py"))
+exp = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(exp)
+
+
+def test_the_interval_is_student_t_and_undefined_for_one_value():
+    mean, half = exp.interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-3)
+    assert math.isnan(exp.interval([5.0])[1])
+
+
+def fake_run(out, config, seed, rewards, accuracy):
+    """A finished run's folder as a real one leaves it: state, peers, metrics lines."""
+    name = exp.run_name(config, seed)
+    store = FolderStore(os.path.join(out, name))
+    layout = f"experiments/{name}"
+    store.write(f"{layout}/state/current_state.json", to_json(RoundState(
+        round=len(rewards[0]) - 1, started_at=0, deadline=0, max_rounds=len(rewards[0]),
+        finished=True)))
+    for k, series in enumerate(rewards):
+        node = f"{name}-w{k + 1}"
+        store.write(f"{layout}/peers/{node}.json", to_json(PeerRecord(node, "worker", "s", 1, "finished")))
+        lines = [{"round": r, "reward/mean": v, **({"eval/accuracy": accuracy[r // 2]}
+                                                   if r % 2 == 0 else {})}
+                 for r, v in enumerate(series)]
+        store.write(f"{layout}/logs/{node}/metrics.jsonl",
+                    "".join(json.dumps(x) + "\n" for x in lines).encode())
+
+
+def test_compare_reads_the_folders_and_pairs_configurations_by_seed(tmp_path, capsys):
+    out = str(tmp_path)
+    with open(os.path.join(out, "sweep.json"), "w") as fh:
+        json.dump({"configs": {"base": {"NUM_TRANSPLANT_TREES": "0"},
+                               "sapo": {"NUM_TRANSPLANT_TREES": "2"}},
+                   "seeds": [1, 2, 3], "rounds": 5, "workers": 2, "set": {}}, fh)
+    for seed in (1, 2, 3):
+        fake_run(out, "base", seed, [[0.1] * 5, [0.3] * 5], [0.1, 0.1 + 0.01 * seed, 0.2])
+        fake_run(out, "sapo", seed, [[0.2] * 5, [0.4] * 5], [0.1, 0.2, 0.3 + 0.01 * seed])
+    assert exp.main(["compare", "--out", out]) == 0
+    text = open(os.path.join(out, "comparison.md")).read()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if "NUM_TRANSPLANT_TREES=" in line}
+    assert rows["base"][2] == "1.00 ± 0.00"            # (0.1 + 0.3) x 5 rounds / 2 nodes
+    assert rows["base"][4] == "0.200 ± 0.000"          # last held-out accuracy
+    sapo_last = exp.interval([0.31, 0.32, 0.33])
+    assert rows["sapo"][4] == f"{sapo_last[0]:.3f} ± {sapo_last[1]:.3f}"
+    diff = [line for line in text.splitlines() if line.startswith("| sapo | 3 |")]
+    assert diff and diff[0].split("|")[3].strip() == "0.50 ± 0.00"   # paired difference
+    for name in ("heldout_accuracy.png", "cumulative_reward.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+
+
+def test_a_finished_run_is_not_run_again(tmp_path, monkeypatch):
+    out = str(tmp_path)
+    fake_run(out, "base", 1, [[0.1] * 3], [0.1, 0.2])
+    calls = []
+    monkeypatch.setattr(exp.subprocess, "call", lambda *a, **k: calls.append(k["env"]) or 0)
+    assert exp.main(["run", "--out", out, "--seeds", "1", "2", "--rounds", "3", "--workers", "1",
+                     "--config", "base:NUM_TRANSPLANT_TREES=0", "--set", "MAX_NEW_TOKENS=8"]) == 0
+    assert [(e["EXPERIMENT_NAME"], e["SEED"], e["MAX_NEW_TOKENS"], e["NODE_ROLE"]) for e in calls] \
+        == [("base-s2", "2", "8", "swarm")]
