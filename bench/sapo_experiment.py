@@ -8,7 +8,9 @@
 
 ``run`` starts one local swarm (``NODE_ROLE=swarm``, NUM_WORKERS workers) per configuration
 and seed, one after the other, each in its own folder ``OUT/{config}-s{seed}`` with its own
-experiment name, and skips runs that already finished (a stopped sweep resumes). Runs with
+experiment name, and skips runs that already finished (a stopped sweep resumes); a
+finished run's checkpoints are removed unless --keep-checkpoints (the comparison reads
+only metrics). Runs with
 the same seed draw the same questions (draws are seeded by SEED, node and round), so the
 comparison is paired by seed. ``compare`` reads each run's folder (rgym_exp/series.py) and
 prints, per configuration, the mean over seeds and a 95% t-interval of:
@@ -25,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -98,6 +101,9 @@ def run(args) -> int:
             if code != 0:
                 print(f"{name} failed: see {args.out}/logs/{name}.log", file=sys.stderr)
                 return code
+            if not args.keep_checkpoints:   # 1.6 GB per SmolLM2 worker; the comparison needs none
+                shutil.rmtree(os.path.join(folder, "experiments", name, "checkpoints"),
+                              ignore_errors=True)
     return compare(args)
 
 
@@ -199,6 +205,8 @@ def main(argv=None) -> int:
     go.add_argument("--workers", type=int, default=4)
     go.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting every run shares")
+    go.add_argument("--keep-checkpoints", action="store_true",
+                    help="keep each finished run's checkpoints (default: removed to save disk)")
     cmp_ = sub.add_parser("compare", help="the comparison, from the run folders alone")
     cmp_.add_argument("--out", required=True)
     args = parser.parse_args(argv)
