@@ -15,7 +15,8 @@ Answer extraction: the content of the *last* ``<answer>...</answer>`` pair
 (nested or doubled tags flattened; an unclosed final ``<answer>`` counts up to the
 end of its line). When a completion has no tag at all (``fallback``):
   * ``guarded`` (default): the last explicit statement ("the answer is X",
-    "Answer: X", "**Final answer:** X", ``\\boxed{X}``), else a last line that is a
+    "Answer: X", "The answer to this problem is X", "the sum is X", ``\\boxed{X}``),
+    else what a last-line equation equals ("2 + 5 = 7"), else a last line that is a
     bare value (a few words at most). Never an answer made only of the question's
     own words: echoing the prompt, or any piece of it, earns nothing.
   * ``none``: no tags, no answer (the paper's rule).
@@ -36,7 +37,10 @@ BARE_VALUE_WORDS = 4       # a tagless last line of at most this many words may 
 _PAIR_RE = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _OPEN_RE = re.compile(r"<answer>", re.I)
 _TAG_RE = re.compile(r"</?answer>", re.I)
-_SAYS_RE = re.compile(r"\banswer\b\s*(?:is\b|was\b|=|:)\s*[:=]?\s*(.+)", re.I)
+# "the answer is X", "Answer: X", "The answer to this problem is X", "the sum is X"
+_SAYS_RE = re.compile(r"\b(?:answer|result|solution|sum|difference|product|quotient|total|value)"
+                      r"\b[^.\n=:]{0,60}?(?:\b(?:is|was|equals)\b|=|:)\s*[:=]?\s*(.+)", re.I)
+_EQUATION_RE = re.compile(r"=\s*([^=]+?)\s*$")   # "2 + 5 = 7": what the last line equals
 _BOXED_RE = re.compile(r"\\boxed\{([^{}]*)\}")
 _FORMAT_RE = re.compile(r"^\s*(?:<think>.*?</think>\s*)?(?:[^<]*?)<answer>\s*\S.*?</answer>\s*$",
                         re.S | re.I)
@@ -95,21 +99,32 @@ def echoes(answer: str, question: str) -> bool:
     return all(token in flat for token in _tokens(answer))
 
 
+def value_like(text: str) -> bool:
+    """A bare value rather than prose: at most BARE_VALUE_WORDS words, and either one or
+    two of them or a digit or a symbol among them ("42", "Friday", "P ∧ Q", not
+    "I hope this helps!")."""
+    words = text.split()
+    return len(words) <= BARE_VALUE_WORDS and (
+        len(words) <= 2 or re.search(r"[0-9]|[^\w\s.,;!?'\"]", text) is not None)
+
+
 def fallback_answer(text: str, question: str = "") -> Optional[str]:
     """The answer a tagless completion states (see the module doc, ``guarded``)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return None
     found = None
-    for line in reversed(lines):           # the last explicit statement wins
-        said = _SAYS_RE.findall(line) or _BOXED_RE.findall(line)
+    for k, line in enumerate(reversed(lines)):    # the last line, else the last statement
+        said = _BOXED_RE.findall(line) or _SAYS_RE.findall(line)
         if said:
             found = _clean(said[-1])
             break
-    if found is None:
-        last = _clean(lines[-1])
-        if last is not None and len(last.split()) <= BARE_VALUE_WORDS:
-            found = last
+        if k == 0:
+            equation = _EQUATION_RE.search(line)
+            last = _clean(equation.group(1) if equation else line)
+            if last is not None and value_like(last):
+                found = last
+                break
     if found is None or echoes(found, question):
         return None
     return found

@@ -32,6 +32,11 @@ from genrl.rewards import (RewardRule, completion_reward, exact_match, extract_a
     ("so we need 3 + 4.\n\\boxed{7}", "7"),
     ("The answer is 12.\nLet me double check: 5 + 7 = 12.", "12"),     # the last statement
     ("lots of reasoning\n\n  42  \n", "42"),                          # a bare last-line value
+    ("The answer to this arithmetic problem is 11.", "11"),           # SmolLM2's own phrasing
+    ("The sum of 5 and 6 is 11.", "11"),
+    ("2 + 5 = 7", "7"),                                               # what the equation equals
+    ("Let me find the answer: first add.\n11", "11"),                 # the last line first
+    ("The answer is 12.\nI hope this helps!", "12"),
     ("So we get 12 after checking 13.", None),                         # a sentence is no answer
     ("first line\n\n  the last line of prose here  \n", None),
     ("", None),
