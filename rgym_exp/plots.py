@@ -21,6 +21,12 @@ def _axes(title: str, ylabel: str):
     return fig, ax
 
 
+def _labelled(series: dict[str, NodeSeries]):
+    """(legend label, series): each node named when there are few, else one "nodes" entry."""
+    for i, s in enumerate(series.values()):
+        yield (s.node_id if len(series) <= 8 else ("nodes" if i == 0 else None)), s
+
+
 def _save(fig, ax, path: str) -> None:
     ax.legend(fontsize="small", loc="best")
     fig.savefig(path)
@@ -31,8 +37,7 @@ def plot_rewards(series: dict[str, NodeSeries], path: str, window: int = 10,
     """Per-node reward/mean, swarm mean and its moving average; returns what was drawn."""
     fig, ax = _axes(title, "reward (mean over the node's completions)")
     drawn = []
-    for i, s in enumerate(series.values()):
-        label = s.node_id if len(series) <= 8 else ("nodes" if i == 0 else None)
+    for label, s in _labelled(series):
         ax.plot(s.rounds, s.rewards, lw=0.8, alpha=0.5, marker="." if len(s.rounds) < 50 else None,
                 label=label)
         drawn.append((s.node_id, list(s.rounds), list(s.rewards)))
@@ -50,8 +55,7 @@ def plot_cumulative(series: dict[str, NodeSeries], path: str,
     """Each node's cumulative reward and the cumulative swarm mean; returns what was drawn."""
     fig, ax = _axes(title, "cumulative reward")
     drawn = []
-    for i, s in enumerate(series.values()):
-        label = s.node_id if len(series) <= 8 else ("nodes" if i == 0 else None)
+    for label, s in _labelled(series):
         ys = cumulative(s.rewards)
         ax.plot(s.rounds, ys, lw=0.8, alpha=0.6, label=label)
         drawn.append((s.node_id, list(s.rounds), ys))
@@ -66,8 +70,7 @@ def plot_eval(series: dict[str, NodeSeries], path: str,
     """Each node's held-out accuracy and the swarm mean; returns what was drawn."""
     fig, ax = _axes(title, "held-out accuracy (greedy)")
     drawn = []
-    for i, s in enumerate(series.values()):
-        label = s.node_id if len(series) <= 8 else ("nodes" if i == 0 else None)
+    for label, s in _labelled(series):
         ax.plot(s.eval_rounds, s.eval_accuracy, lw=0.8, alpha=0.6, marker=".", label=label)
         drawn.append((s.node_id, list(s.eval_rounds), list(s.eval_accuracy)))
     rounds, mean = eval_mean(series)

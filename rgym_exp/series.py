@@ -3,8 +3,9 @@ made of them: swarm means, moving averages, cumulative reward, held-out accuracy
 area under its curve, one summary row per experiment.
 
 Each worker's ``logs/{node}/metrics.jsonl`` (one record per round) is read first;
-``submissions/round_*/{node}.json`` stand in for a worker whose metrics file is missing,
-so the numbers survive the nodes. Metric names of older folders are translated
+``submissions/round_*/{node}.json`` (and, for rounds the coordinator retired,
+``retired/round_R.json``: rgym_exp/readers.py) stand in for a worker whose metrics file
+is missing, so the numbers survive the nodes. Metric names of older folders are translated
 (records.current_metrics). Used by ``rgym_exp.report`` and ``bench/sapo_experiment.py``.
 No torch.
 """
@@ -17,9 +18,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from rgym_exp.drive.layout import NAME_RE, Layout, parse_node_file, parse_round_dir
+from rgym_exp.drive.layout import NAME_RE, Layout, parse_round_dir
 from rgym_exp.drive.store import Store, StoreError
-from rgym_exp.records import PeerRecord, RecordReader, Submission, current_metrics
+from rgym_exp.readers import read_peers, read_retired, read_round, retired_rounds
+from rgym_exp.records import RecordReader, current_metrics
 
 METRICS_MAX_BYTES = 64 * 1024 * 1024
 
@@ -80,19 +82,20 @@ def read_metrics(store: Store, layout: Layout, node: str) -> Optional[NodeSeries
 
 
 def read_submissions(store: Store, layout: Layout, nodes: Optional[set]) -> dict[str, NodeSeries]:
-    """Series of ``nodes`` (None: every node) from submission files (one listing per round)."""
+    """Series of ``nodes`` (None: every node) from submission files (one listing per round)
+    and from the rounds the coordinator retired (one file per round)."""
     reader, found = RecordReader(store), {n: {} for n in nodes or ()}
-    for entry in store.list(layout.submissions_root):
-        r = parse_round_dir(entry.name)
-        if r is None:
-            continue
-        for sub in store.list(layout.submissions_dir(r)):
-            node = parse_node_file(sub.name)
-            if node is None or (nodes is not None and node not in nodes):
+    retired = set(retired_rounds(store, layout))
+    live = {r for r in (parse_round_dir(e.name) for e in store.list(layout.submissions_root))
+            if r is not None}
+    for r in sorted(retired | live):
+        subs = read_retired(store, layout, r) if r in retired else {}
+        if r in live:
+            subs.update(read_round(store, layout, r, reader))
+        for node, rec in subs.items():
+            if nodes is not None and node not in nodes:
                 continue
-            rec = reader.read(Submission, layout.submission(r, node))
-            doc = _usable({**rec.metrics, "round": r}) if rec is not None and rec.node_id == node \
-                and rec.round == r else None
+            doc = _usable({**rec.metrics, "round": r})
             if doc is not None:
                 found.setdefault(node, {})[r] = doc
     return {n: _series(n, rounds, "submissions") for n, rounds in found.items() if rounds}
@@ -107,12 +110,7 @@ def load_series(store: Store, experiment: str) -> dict[str, NodeSeries]:
         got = read_metrics(store, layout, node) if node else None
         if got:
             series[node] = got
-    reader, workers = RecordReader(store), set()
-    for entry in store.list(layout.peers_dir):
-        node = parse_node_file(entry.name)
-        rec = reader.read(PeerRecord, layout.peer(node)) if node else None
-        if rec is not None and rec.role == "worker":
-            workers.add(node)
+    workers = {node for node, rec in read_peers(store, layout).items() if rec.role == "worker"}
     missing = workers - set(series)
     if missing or not series:  # no metrics at all: every node's submissions
         series.update(read_submissions(store, layout, missing or None))
@@ -121,14 +119,18 @@ def load_series(store: Store, experiment: str) -> dict[str, NodeSeries]:
 
 # --- numbers --------------------------------------------------------------------------------
 
-def swarm_mean(series: dict[str, NodeSeries]) -> tuple[list, list]:
-    """(rounds, mean reward over the nodes that have each round)."""
+def _mean_by_round(pairs) -> tuple[list, list]:
+    """(rounds, mean value per round) from (round, value) pairs of several nodes."""
     per_round = {}
-    for s in series.values():
-        for r, v in zip(s.rounds, s.rewards):
-            per_round.setdefault(r, []).append(v)
+    for r, v in pairs:
+        per_round.setdefault(r, []).append(v)
     rounds = sorted(per_round)
     return rounds, [sum(per_round[r]) / len(per_round[r]) for r in rounds]
+
+
+def swarm_mean(series: dict[str, NodeSeries]) -> tuple[list, list]:
+    """(rounds, mean reward over the nodes that have each round)."""
+    return _mean_by_round((r, v) for s in series.values() for r, v in zip(s.rounds, s.rewards))
 
 
 def moving_average(values: list, window: int) -> list:
@@ -152,12 +154,8 @@ def cumulative(values: list) -> list:
 
 def eval_mean(series: dict[str, NodeSeries]) -> tuple[list, list]:
     """(rounds, held-out accuracy averaged over the nodes evaluated at each round)."""
-    per_round = {}
-    for s in series.values():
-        for r, v in zip(s.eval_rounds, s.eval_accuracy):
-            per_round.setdefault(r, []).append(v)
-    rounds = sorted(per_round)
-    return rounds, [sum(per_round[r]) / len(per_round[r]) for r in rounds]
+    return _mean_by_round((r, v) for s in series.values()
+                          for r, v in zip(s.eval_rounds, s.eval_accuracy))
 
 
 def area_under(rounds: list, values: list) -> Optional[float]:
