@@ -1,22 +1,35 @@
 """A fake Google Drive v3 server for tests: the real client talks HTTP to it.
 
-In memory, thread-safe, on 127.0.0.1 at a random port. It behaves like Drive where
-DriveApiStore depends on it:
+In memory, thread-safe, on 127.0.0.1 at a random port. It is as strict as Drive where
+DriveApiStore depends on it (and where a swarm meets Drive's limits first):
 
-* files have ids, names, parents, createdTime/modifiedTime, and one folder may hold
-  several items with the same name;
-* files.list understands the ``q`` terms the store uses (``name = '..'``,
-  ``'<id>' in parents``, ``mimeType =``/``!=``, ``trashed = false``, and/or/not,
-  parentheses, ``\\'`` and ``\\\\`` escapes), ``fields``, ``pageSize``/``pageToken``;
+* files have ids, names, parents, owners, createdTime/modifiedTime, and one folder may
+  hold several items with the same name;
+* files.list understands the ``q`` terms the store uses (``name = '..'``, matched
+  case-insensitively as Drive does, ``'<id>' in parents``, ``mimeType =``/``!=``,
+  ``trashed = false``, and/or/not, parentheses, ``\\'`` and ``\\\\`` escapes),
+  ``fields``, ``pageSize``/``pageToken``; pages are partial (any number of items up to
+  pageSize, even none, with a next token while more remain) unless ``full_pages``;
+* listing lag: files.list answers from an index that catches up ``list_lag`` seconds
+  after each create, update, move, trash and delete (files.get by id is current at once);
 * files.get (metadata, or ``alt=media`` with Range), files.create (metadata only,
   ``uploadType=media|multipart|resumable`` with Content-Range chunks and status
-  queries), files.update (metadata, parents, media), files.delete (whole trees),
-  files.generateIds; a create with an id that exists answers 409;
+  queries), files.update (metadata, parents, media), files.delete, files.generateIds;
+  a create with an id that exists answers 409;
+* who may delete: each request acts as a user (``user_of``: node header -> user;
+  default ``owner``). In My Drive only an item's owner deletes or trashes it, and
+  deleting a folder deletes only the requester's items in it (others' are orphaned).
+  With ``shared_drive=True`` the root is in a shared drive: ``roles`` gives each user
+  organizer (deletes), fileOrganizer (content manager: trashes, moves) or writer, and
+  every request on its items needs ``supportsAllDrives=true`` (else 404), a listing
+  ``includeItemsFromAllDrives=true`` and ``corpora=drive`` with its ``driveId``;
+* quotas: ``quota_per_minute`` (the project's) and ``user_quota_per_minute`` (each
+  user's) over a sliding minute answer 429 rateLimitExceeded / 403
+  userRateLimitExceeded past the limit (refused requests do not count);
+* latency: each answer waits ``latency`` seconds (a number, or a (low, high) range);
 * faults: ``fail(status, reason, count, kind, after)`` makes the next ``count``
   requests of a kind fail (``after=True``: do the work, then answer the error, as when
-  a response is lost); ``fail_rate`` fails a fraction of requests;
-* listing lag: an item created or moved shows in files.list only ``list_lag`` seconds
-  later (files.get by id sees it at once), as Drive's search index does.
+  a response is lost); ``fail_rate`` fails a fraction of requests.
 
 Each request is counted per node (the ``x-rl-swarm-node`` header DriveApiStore sends
 to a custom endpoint) and per kind (``files.list``, ``upload.chunk``..) in ``log``.
@@ -33,8 +46,8 @@ import string
 import threading
 import time
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
@@ -60,13 +73,17 @@ class Item:
     data: bytes = b""
     created: str = ""
     modified: str = ""
-    listed_at: float = 0.0             # monotonic time from which files.list shows it
     trashed: bool = False
+    owner: str = "owner"
+    drive_id: str = ""                 # the shared drive it lives in ("" : My Drive)
 
     def resource(self) -> dict:
         doc = {"kind": "drive#file", "id": self.id, "name": self.name, "mimeType": self.mime,
                "parents": list(self.parents), "createdTime": self.created,
-               "modifiedTime": self.modified, "trashed": self.trashed}
+               "modifiedTime": self.modified, "trashed": self.trashed,
+               "owners": [{"emailAddress": self.owner}]}
+        if self.drive_id:
+            doc["driveId"] = self.drive_id
         if self.mime != FOLDER:
             doc["size"] = str(len(self.data))
             doc["md5Checksum"] = hashlib.md5(self.data).hexdigest()
@@ -91,6 +108,7 @@ class Session:
     data: bytearray = field(default_factory=bytearray)
     result: Optional[dict] = None      # the file resource once the upload is complete
     fields: Optional[dict] = None
+    user: str = "owner"
 
 
 class DriveFault(Exception):
@@ -175,9 +193,10 @@ def parse_query(q: str):
         if name == "trashed" and vkind == "word" and value in ("true", "false"):
             want = value == "true"
             return lambda it: (it.trashed == want) == (op == "=")
-        if name in ("name", "mimeType") and vkind == "str":
-            attr = "name" if name == "name" else "mime"
-            return lambda it: (getattr(it, attr) == value) == (op == "=")
+        if name == "name" and vkind == "str":  # Drive matches names ignoring case
+            return lambda it: (it.name.casefold() == value.casefold()) == (op == "=")
+        if name == "mimeType" and vkind == "str":
+            return lambda it: (it.mime == value) == (op == "=")
         raise DriveFault(400, "invalid", f"Invalid Value: q term {name} {op} {value}")
 
     pred = expr()
@@ -240,16 +259,30 @@ def parse_multipart(body: bytes, ctype: str) -> tuple[dict, bytes]:
 # --- the server ----------------------------------------------------------------------------
 
 class FakeDrive:
-    def __init__(self, list_lag: float = 0.0, max_page_size: int = 1000):
-        self.list_lag, self.max_page_size = list_lag, max_page_size
+    def __init__(self, list_lag: float = 0.0, max_page_size: int = 1000, *,
+                 full_pages: bool = False, shared_drive: bool = False, latency=0.0,
+                 quota_per_minute: Optional[int] = None,
+                 user_quota_per_minute: Optional[int] = None, clock=time.monotonic,
+                 sleep=time.sleep):
+        self.list_lag, self.max_page_size, self.full_pages = list_lag, max_page_size, full_pages
+        self.latency, self.clock, self.sleep = latency, clock, sleep
+        self.quota_per_minute, self.user_quota_per_minute = quota_per_minute, user_quota_per_minute
         self.lock = threading.RLock()
         self.items: dict[str, Item] = {}
+        self.index: dict[str, list] = {}   # id -> [(shown from, snapshot or None if deleted)]
         self.sessions: dict[str, Session] = {}
         self.faults: list[Fault] = []
         self.rate: tuple = (0.0, 500, "backendError", None)
         self.rng = random.Random(0)
         self.log: list[tuple] = []     # (time, node, kind, label, status)
+        self.user_of: dict[str, str] = {}    # node header -> user; default "owner"
+        self.roles: dict[str, str] = {}      # shared drive: user -> organizer|fileOrganizer|writer
+        self.refused = Counter()             # quota refusals by reason
+        self._window: deque = deque()        # (time, user) of requests in the last minute
         self.root_id = self.add("shared-root", None, folder=True)
+        if shared_drive:
+            self.items[self.root_id].drive_id = "0A" + self.root_id[:17]
+            self.index[self.root_id] = [(0.0, replace(self.items[self.root_id]))]
         self._server: Optional[ThreadingHTTPServer] = None
 
     # --- test helpers --------------------------------------------------------------
@@ -261,13 +294,16 @@ class FakeDrive:
                 return new
 
     def add(self, name: str, parent: Optional[str], data: bytes = b"", folder: bool = False,
-            modified: Optional[float] = None, file_id: Optional[str] = None) -> str:
+            modified: Optional[float] = None, file_id: Optional[str] = None,
+            owner: str = "owner") -> str:
         """Put an item straight into the store (visible to listings at once)."""
         with self.lock:
             now = time.time() if modified is None else modified
             item = Item(file_id or self.new_id(), name, FOLDER if folder else "application/json",
-                        [parent] if parent else [], bytes(data), stamp(now), stamp(now))
+                        [parent] if parent else [], bytes(data), stamp(now), stamp(now),
+                        owner=owner, drive_id=self.items[parent].drive_id if parent else "")
             self.items[item.id] = item
+            self.index[item.id] = [(0.0, replace(item, parents=list(item.parents)))]
             return item.id
 
     def children(self, parent: str) -> list[Item]:
@@ -289,10 +325,10 @@ class FakeDrive:
         with self.lock:
             while item_id != self.root_id:
                 item = self.items.get(item_id)
-                if item is None:
+                if item is None or not item.parents:
                     return "/".join(["?"] + names[::-1])
                 names.append(item.name)
-                item_id = item.parents[0] if item.parents else self.root_id
+                item_id = item.parents[0]
         return "/".join(names[::-1])
 
     def fail(self, status: int, reason: str = "", count: int = 1, kind: Optional[str] = None,
@@ -337,7 +373,7 @@ class FakeDrive:
     def __exit__(self, *exc):
         self.stop()
 
-    # --- faults -----------------------------------------------------------------------
+    # --- faults, quotas, latency --------------------------------------------------------
 
     def take_fault(self, kind: str) -> Optional[Fault]:
         with self.lock:
@@ -352,15 +388,85 @@ class FakeDrive:
                 return Fault(status, reason, 1)
         return None
 
+    def admit(self, user: str) -> None:
+        """Count a request against the per-minute quotas, or refuse it as Drive does."""
+        if self.quota_per_minute is None and self.user_quota_per_minute is None:
+            return
+        with self.lock:
+            now = self.clock()
+            while self._window and now - self._window[0][0] >= 60:
+                self._window.popleft()
+            if self.quota_per_minute is not None and len(self._window) >= self.quota_per_minute:
+                self.refused["rateLimitExceeded"] += 1
+                raise DriveFault(429, "rateLimitExceeded", "Quota exceeded for quota metric "
+                                 "'Queries' and limit 'Queries per minute'")
+            if self.user_quota_per_minute is not None and sum(
+                    u == user for _, u in self._window) >= self.user_quota_per_minute:
+                self.refused["userRateLimitExceeded"] += 1
+                raise DriveFault(403, "userRateLimitExceeded", "Quota exceeded for quota metric "
+                                 "'Queries' and limit 'Queries per minute per user'")
+            self._window.append((now, user))
+
+    def wait(self) -> None:
+        lat = self.latency
+        delay = self.rng.uniform(*lat) if isinstance(lat, tuple) else float(lat)
+        if delay > 0:
+            self.sleep(delay)
+
+    # --- the index listings answer from (it lags) ----------------------------------------
+
+    def touch(self, item: Item, deleted: bool = False) -> None:
+        """Record the item's new state for listings, shown ``list_lag`` seconds from now."""
+        snap = None if deleted else replace(item, parents=list(item.parents))
+        self.index.setdefault(item.id, []).append((self.clock() + self.list_lag, snap))
+
+    def indexed(self, now: float) -> list[Item]:
+        """What files.list sees now: each item as it was ``list_lag`` seconds ago."""
+        out = []
+        for iid in list(self.index):
+            hist = self.index[iid]
+            shown = [k for k, (t, _) in enumerate(hist) if t <= now]
+            if not shown:
+                continue
+            del hist[:shown[-1]]             # older states are gone for good
+            if hist[0][1] is None:
+                if len(hist) == 1:
+                    del self.index[iid]
+                continue
+            out.append(hist[0][1])
+        return out
+
+    # --- who may do what -----------------------------------------------------------------
+
+    def check_drive_flags(self, item: Item, query: dict) -> None:
+        """Shared-drive items are invisible to requests without supportsAllDrives."""
+        if item.drive_id and query.get("supportsAllDrives") != "true":
+            raise DriveFault(404, "notFound", f"File not found: {item.id}.")
+
+    def may_remove(self, item: Item, user: str, trash: bool) -> None:
+        if item.drive_id:
+            role = self.roles.get(user, "organizer")
+            allowed = ("organizer", "fileOrganizer") if trash else ("organizer",)
+            if role not in allowed:
+                raise DriveFault(403, "insufficientFilePermissions", "The user does not have "
+                                 f"sufficient permissions for this file (role {role}).")
+        elif item.owner != user:
+            raise DriveFault(403, "insufficientFilePermissions", "The user does not have "
+                             "sufficient permissions for this file (only its owner may "
+                             f"{'trash' if trash else 'delete'} it).")
+
     # --- the API ------------------------------------------------------------------------
 
-    def live(self, file_id: str) -> Item:
+    def live(self, file_id: str, query: Optional[dict] = None) -> Item:
         item = self.items.get(file_id)
         if item is None:
             raise DriveFault(404, "notFound", f"File not found: {file_id}.")
+        if query is not None:
+            self.check_drive_flags(item, query)
         return item
 
-    def new_item(self, meta: dict, data: bytes = b"", mime: str = "") -> Item:
+    def new_item(self, meta: dict, data: bytes = b"", mime: str = "", user: str = "owner",
+                 query: Optional[dict] = None) -> Item:
         new = meta.get("id") or self.new_id()
         if new in self.items:
             raise DriveFault(409, "duplicate", "A file already exists with the provided ID.")
@@ -368,42 +474,67 @@ class FakeDrive:
         for p in parents:
             if p not in self.items or self.items[p].mime != FOLDER:
                 raise DriveFault(404, "notFound", f"File not found: {p}.")
+            if query is not None:
+                self.check_drive_flags(self.items[p], query)
         now = time.time()
         item = Item(new, meta.get("name", "Untitled"),
                     meta.get("mimeType") or mime or "application/octet-stream", list(parents),
-                    bytes(data), stamp(now), stamp(now), time.monotonic() + self.list_lag)
+                    bytes(data), stamp(now), stamp(now), owner=user,
+                    drive_id=self.items[parents[0]].drive_id)
         self.items[new] = item
+        self.touch(item)
         return item
 
     def set_content(self, item: Item, data: bytes) -> None:
         if item.mime == FOLDER:
             raise DriveFault(400, "badRequest", "folders have no content")
         item.data, item.modified = bytes(data), stamp()
+        self.touch(item)
 
     def list_files(self, query: dict) -> dict:
+        all_drives = query.get("includeItemsFromAllDrives") == "true"
+        if all_drives and query.get("supportsAllDrives") != "true":
+            raise DriveFault(403, "teamDriveSupportRequired", "includeItemsFromAllDrives "
+                             "needs supportsAllDrives=true")
+        corpora = query.get("corpora", "user")
+        if corpora == "drive" and not (query.get("driveId") and all_drives):
+            raise DriveFault(400, "invalid", "corpora=drive needs driveId and "
+                             "includeItemsFromAllDrives=true")
         pred = parse_query(query.get("q", "trashed = false"))
         size = min(int(query.get("pageSize", 100)), self.max_page_size, 1000)
-        now = time.monotonic()
-        hits = sorted((i for i in self.items.values() if i.listed_at <= now and pred(i)),
-                      key=lambda i: (i.name, i.id))
+        hits = sorted((i for i in self.indexed(self.clock()) if pred(i)
+                       and (not i.drive_id or all_drives)), key=lambda i: (i.name, i.id))
         start = int(query.get("pageToken", "0") or 0)
+        take = size if self.full_pages else self.rng.randint(0, size)
         fields = parse_fields(query.get("fields")) or {"files": None, "nextPageToken": None}
         out = {"kind": "drive#fileList", "files": [project(i.resource(), fields.get("files"))
-                                                   for i in hits[start:start + size]]}
-        if start + size < len(hits):
-            out["nextPageToken"] = str(start + size)
+                                                   for i in hits[start:start + take]]}
+        if start + take < len(hits):
+            out["nextPageToken"] = str(start + take)
         return project(out, fields)
 
-    def delete(self, file_id: str) -> None:
-        doomed = {self.live(file_id).id}
+    def delete(self, file_id: str, user: str) -> None:
+        """Delete an item; a folder takes with it the items below that ``user`` may delete
+        (in My Drive: owns); others' items lose that parent (orphaned), as in Drive."""
+        top = self.live(file_id)
+        self.may_remove(top, user, trash=False)
+        doomed = {top.id}
         while True:
-            more = {i.id for i in self.items.values() if i.id not in doomed
-                    and i.parents and all(p in doomed for p in i.parents)}
+            more = set()
+            for i in self.items.values():
+                if i.id in doomed or not i.parents or not all(p in doomed for p in i.parents):
+                    continue
+                try:
+                    self.may_remove(i, user, trash=False)
+                    more.add(i.id)
+                except DriveFault:
+                    i.parents = [p for p in i.parents if p not in doomed]
+                    self.touch(i)
             if not more:
                 break
             doomed |= more
         for d in doomed:
-            del self.items[d]
+            self.touch(self.items.pop(d), deleted=True)
 
 
 def _default_reason(status: int) -> str:
@@ -443,9 +574,12 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         kind, label, status = "unknown", "", 500
+        node = self.headers.get("x-rl-swarm-node", "")
+        user = self.drive.user_of.get(node, "owner")
         try:
-            kind, work = self.route(method, url.path, query, body)
+            kind, work = self.route(method, url.path, query, body, user)
             drive = self.drive
+            drive.admit(user)
             fault = drive.take_fault(kind)
             if fault is not None and not fault.after:
                 raise DriveFault(fault.status, fault.reason, f"injected {fault.reason}")
@@ -459,8 +593,8 @@ class _Handler(BaseHTTPRequestHandler):
             payload = json.dumps({"error": {"code": exc.status, "message": exc.message, "errors": [
                 {"domain": domain, "reason": exc.reason, "message": exc.message}]}}).encode()
         with self.drive.lock:
-            self.drive.log.append((time.time(), self.headers.get("x-rl-swarm-node", ""), kind,
-                                   label, status))
+            self.drive.log.append((time.time(), node, kind, label, status))
+        self.drive.wait()
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -468,7 +602,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._headers_buffer.extend([b"\r\n", payload])
         self.flush_headers()
 
-    def route(self, method: str, path: str, query: dict, body: bytes):
+    def route(self, method: str, path: str, query: dict, body: bytes, user: str):
         """(kind, work): work() runs under the drive's lock and returns
         (status, headers, payload, label)."""
         d = self.drive
@@ -501,14 +635,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return (*reply(d.list_files(query)), label)
             return "files.list", listing
         if method == "GET" and query.get("alt") == "media":
-            return "files.get_media", lambda: self.media(file_id)
+            return "files.get_media", lambda: self.media(file_id, query)
         if method == "GET":
-            return "files.get", lambda: (*reply(project(d.live(file_id).resource(), fields)),
-                                         d.path_of(file_id))
+            return "files.get", lambda: (*reply(project(d.live(file_id, query).resource(),
+                                                        fields)), d.path_of(file_id))
         if method == "DELETE":
             def delete():
-                name = d.path_of(d.live(file_id).id)
-                d.delete(file_id)
+                name = d.path_of(d.live(file_id, query).id)
+                d.delete(file_id, user)
                 return 204, {}, b"", name
             return "files.delete", delete
         kind = "files.create" if method == "POST" else "files.update"
@@ -516,7 +650,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise DriveFault(404, "notFound", f"no route {method} {path}")
         upload_type = query.get("uploadType", "")
         if upload and upload_type == "resumable":
-            return kind, lambda: self.open_session(file_id, body, fields)
+            return kind, lambda: self.open_session(file_id, body, fields, query, user)
 
         def change():
             meta, data = {}, None
@@ -528,35 +662,39 @@ class _Handler(BaseHTTPRequestHandler):
                 meta = json.loads(body)
             if file_id is None:
                 item = d.new_item(meta, data or b"", self.headers.get("content-type", "")
-                                  if upload_type == "media" else "")
+                                  if upload_type == "media" else "", user, query)
                 return (*reply(project(item.resource(), fields)), d.path_of(item.id))
-            item = d.live(file_id)
+            item = d.live(file_id, query)
+            self.patch_meta(item, meta, query, user)
             if data is not None:
                 d.set_content(item, data)
-            self.patch_meta(item, meta, query)
             return (*reply(project(item.resource(), fields)), d.path_of(item.id))
         return kind, change
 
-    def patch_meta(self, item: Item, meta: dict, query: dict) -> None:
+    def patch_meta(self, item: Item, meta: dict, query: dict, user: str) -> None:
         d = self.drive
+        add = [p for p in query.get("addParents", "").split(",") if p]
+        remove = [p for p in query.get("removeParents", "").split(",") if p]
+        if meta.get("trashed"):
+            d.may_remove(item, user, trash=True)
+        if (add or remove) and item.drive_id and d.roles.get(user, "organizer") == "writer":
+            raise DriveFault(403, "insufficientFilePermissions", "a contributor cannot move "
+                             "items in a shared drive")
+        for p in add:
+            d.live(p, query)
         if "name" in meta:
             item.name = meta["name"]
         if "trashed" in meta:
             item.trashed = bool(meta["trashed"])
-        add = [p for p in query.get("addParents", "").split(",") if p]
-        remove = [p for p in query.get("removeParents", "").split(",") if p]
-        for p in add:
-            if p not in d.items:
-                raise DriveFault(404, "notFound", f"File not found: {p}.")
         if add or remove:
             item.parents = [p for p in item.parents if p not in remove] + \
                 [p for p in add if p not in item.parents]
-            item.listed_at = time.monotonic() + d.list_lag
         if meta or add or remove:
             item.modified = stamp()
+            d.touch(item)
 
-    def media(self, file_id: str):
-        item = self.drive.live(file_id)
+    def media(self, file_id: str, query: dict):
+        item = self.drive.live(file_id, query)
         if item.mime == FOLDER:
             raise DriveFault(403, "fileNotDownloadable", "Only files with binary content "
                                                          "can be downloaded.")
@@ -572,22 +710,25 @@ class _Handler(BaseHTTPRequestHandler):
                 data[start:end + 1], self.drive.path_of(item.id)
         return 200, {"Content-Type": item.mime}, data, self.drive.path_of(item.id)
 
-    def open_session(self, file_id: Optional[str], body: bytes, fields):
+    def open_session(self, file_id: Optional[str], body: bytes, fields, query: dict, user: str):
         d = self.drive
         meta = json.loads(body) if body else {}
         if file_id is None:
             if meta.get("id") in d.items:
                 raise DriveFault(409, "duplicate", "A file already exists with the provided ID.")
+            for p in meta.get("parents") or [d.root_id]:
+                d.live(p, query)
             target = meta.get("id") or d.new_id()
             meta = dict(meta, id=target)
         else:
-            d.live(file_id)
+            d.live(file_id, query)
             target = file_id
         total = self.headers.get("x-upload-content-length")
         sid = uuid.uuid4().hex
         d.sessions[sid] = Session(meta if file_id is None else None, target,
                                   int(total) if total else None,
-                                  self.headers.get("x-upload-content-type", ""), fields=fields)
+                                  self.headers.get("x-upload-content-type", ""), fields=fields,
+                                  user=user)
         host = self.headers.get("host")
         return 200, {"Location": f"http://{host}/upload/drive/v3/files?uploadType=resumable"
                                  f"&upload_id={sid}"}, b"", meta.get("name", target)
@@ -615,7 +756,7 @@ class _Handler(BaseHTTPRequestHandler):
             s.data[:] = body
         if s.total is not None and len(s.data) >= s.total:
             if s.create is not None:
-                item = d.new_item(s.create, bytes(s.data[:s.total]), s.mime)
+                item = d.new_item(s.create, bytes(s.data[:s.total]), s.mime, s.user)
             else:
                 item = d.live(s.file_id)
                 d.set_content(item, bytes(s.data[:s.total]))

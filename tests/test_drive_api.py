@@ -31,8 +31,25 @@ def fake():
 
 
 def open_api(fake: FakeDrive, **options) -> DriveApiStore:
+    """The API store alone: one request per try, no retries."""
     options.setdefault("sleep", lambda s: None)
     return DriveApiStore.from_url(f"gdrive://{fake.root_id}", endpoint=fake.url, **options)
+
+
+def open_node(fake: FakeDrive, sleep=lambda s: None, **retrying) -> RetryingStore:
+    """The store as a node has it: the API store under the one retry layer."""
+    return RetryingStore(open_api(fake), sleep=sleep, **retrying)
+
+
+class VirtualClock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
 
 
 # --- the fake itself ---------------------------------------------------------------------
@@ -72,10 +89,15 @@ def test_read_past_the_cap_raises_too_large_without_downloading(fake):
 
 
 def test_an_unchanged_file_is_downloaded_once_and_a_changed_one_again(fake):
-    writer, reader = open_api(fake), open_api(fake)
+    clock = VirtualClock()
+    writer, reader = open_api(fake), open_api(fake, clock=clock)
     writer.write("state/current_state.json", b'{"round": 1}')
-    assert [reader.read("state/current_state.json", 100) for _ in range(3)] == [b'{"round": 1}'] * 3
-    assert reader.calls["files.get_media"] == 1  # then only the lookup: same id, same md5
+    polls = []
+    for _ in range(3):
+        polls.append(reader.read("state/current_state.json", 100))
+        clock.t += 3
+    assert polls == [b'{"round": 1}'] * 3
+    assert reader.calls["files.get_media"] == 1  # then only the metadata: same id, same md5
     writer.write("state/current_state.json", b'{"round": 2}')
     assert reader.read("state/current_state.json", 100) == b'{"round": 2}'
     assert writer.read("state/current_state.json", 100) == b'{"round": 2}'
@@ -93,13 +115,24 @@ def test_nested_paths_create_each_folder_once(fake):
 
 
 def test_listing_reads_every_page(fake):
-    fake.max_page_size = 3
+    fake.max_page_size, fake.full_pages = 3, True
     store = open_api(fake)
     for i in range(10):
         store.write(f"many/f{i:02d}.json", b"{}")
     before = fake.counts()["files.list"]
     assert [e.name for e in store.list("many")] == [f"f{i:02d}.json" for i in range(10)]
     assert fake.counts()["files.list"] - before == 4  # ceil(10 / 3) pages; the folder is cached
+
+
+def test_partial_and_empty_pages_with_a_next_token_still_list_everything(fake):
+    fake.max_page_size = 4   # Drive may answer fewer items than asked, even none, and a token
+    store = open_api(fake)
+    for i in range(30):
+        store.write(f"many/f{i:02d}.json", b"{}")
+    before = fake.counts()["files.list"]
+    for _ in range(3):
+        assert [e.name for e in store.list("many")] == [f"f{i:02d}.json" for i in range(30)]
+    assert fake.counts()["files.list"] - before > 3 * 30 / 4  # the pages were partial
 
 
 def test_open_store_uses_the_api_for_gdrive_paths(fake):
@@ -112,7 +145,7 @@ def test_open_store_uses_the_api_for_gdrive_paths(fake):
 # --- idempotent and resumable uploads ----------------------------------------------------
 
 def test_create_retried_after_a_lost_response_makes_no_duplicate(fake):
-    store = open_api(fake)
+    store = open_node(fake)
     fake.fail(500, kind="files.create", after=True)  # stored, but the client sees a 500
     store.write("subs/round_0/w1.json", b"v1")
     assert store.retries == 1
@@ -120,10 +153,10 @@ def test_create_retried_after_a_lost_response_makes_no_duplicate(fake):
 
 
 def test_a_write_that_gave_up_is_finished_by_the_next_one_without_duplicate(fake):
-    store = open_api(fake)
+    store = open_node(fake, attempts=4)
     store.write("subs/keep.json", b"folder exists")
     fake.fail(503, kind="files.create", count=1, after=True)
-    fake.fail(503, kind="files.create", count=3)
+    fake.fail(503, count=3)   # and every later try of that write fails too
     with pytest.raises(TransientStoreError):
         store.write("subs/w1.json", b"old")
     store.write("subs/w1.json", b"new")  # as RetryingStore would retry
@@ -131,7 +164,8 @@ def test_a_write_that_gave_up_is_finished_by_the_next_one_without_duplicate(fake
 
 
 def test_resumable_upload_of_a_multi_chunk_file_survives_chunk_failures(fake, tmp_path):
-    store = open_api(fake, resumable_over=512 * 1024, chunk_size=256 * 1024)
+    store = RetryingStore(open_api(fake, resumable_over=512 * 1024, chunk_size=256 * 1024),
+                          sleep=lambda s: None)
     data = os.urandom(1_100_000)  # 5 chunks of 256 KiB
     (tmp_path / "big.bin").write_bytes(data)
     fake.fail(500, kind="upload.chunk", count=1)              # a chunk lost on the way
@@ -139,6 +173,7 @@ def test_resumable_upload_of_a_multi_chunk_file_survives_chunk_failures(fake, tm
     store.upload(str(tmp_path / "big.bin"), "ck/big.bin")
     assert [i.data == data for i in fake.find("ck/big.bin")] == [True]
     assert fake.counts()["upload.chunk"] >= 5 and store.retries == 2
+    assert fake.counts()["files.create"] == 2  # the folder + one upload session, continued
     store.write("ck/big.bin", data[::-1])  # an update of a big file is resumable too
     assert store.read("ck/big.bin", 2 << 20) == data[::-1]
     assert len(fake.find("ck/big.bin")) == 1
@@ -151,22 +186,50 @@ def test_resumable_upload_of_a_multi_chunk_file_survives_chunk_failures(fake, tm
                                            (503, "")])
 def test_rate_limits_and_server_errors_back_off_then_succeed(fake, status, reason):
     sleeps = []
-    store = open_api(fake, sleep=sleeps.append, backoff_s=0.5, backoff_cap_s=1.5)
+    store = open_node(fake, sleep=sleeps.append, base=0.5, cap=1.5)
     store.write("state/s.json", b"ok")
     fake.fail(status, reason, count=3, kind="files.list")
-    assert store.read("state/s.json", 10) == b"ok"
-    assert len(sleeps) == 3 and store.retries == 3
+    assert open_node(fake, sleep=sleeps.append, base=0.5, cap=1.5).read("state/s.json", 10) == b"ok"
+    assert len(sleeps) == 3
     # exponential (0.5, 1, 2 s) capped at 1.5 s, each times a random factor in [0.5, 1]
     assert [lo <= s <= hi for s, (lo, hi) in zip(sleeps, [(0.25, 0.5), (0.5, 1), (0.75, 1.5)])] \
         == [True] * 3
 
 
 def test_gives_up_after_a_few_attempts_with_a_transient_error(fake):
-    store = open_api(fake, attempts=3)
+    store = open_node(fake, attempts=3)
     fake.fail(429, count=10, kind="files.list")
     with pytest.raises(TransientStoreError, match="429"):
         store.list("anything")
-    assert fake.counts()["files.list"] == 3
+    assert fake.counts()["files.list"] == 3  # one retry layer: 3 tries in all, not 3 x 4
+
+
+def test_one_operation_never_retries_past_its_time_budget(fake):
+    clock = VirtualClock()
+    store = open_node(fake, sleep=clock.sleep, clock=clock, attempts=100, budget_s=60)
+    fake.fail(503, count=1000, kind="files.list")
+    with pytest.raises(TransientStoreError):
+        store.list("anything")
+    tries = fake.counts()["files.list"]
+    assert clock.t - 1000 <= 60 and 4 <= tries <= 10, (clock.t, tries)
+
+
+def test_past_the_quota_drive_answers_429_and_403_and_backing_off_gets_through():
+    clock = VirtualClock()
+    with FakeDrive(quota_per_minute=20, clock=clock) as fake:
+        store = open_node(fake, sleep=clock.sleep, clock=clock)
+        store.write("peers/w1.json", b"{}")
+        for _ in range(40):          # far more requests than 20 a minute allows
+            assert [e.name for e in store.list("peers")] == ["w1.json"]
+        assert fake.refused["rateLimitExceeded"] > 0 and store.retries > 0
+        assert clock.t - 1000 >= 60  # the store waited for the next minute's quota
+    with FakeDrive(user_quota_per_minute=10, clock=clock) as fake:
+        fake.user_of = {"w2": "w2@example.com"}
+        store = open_node(fake, sleep=clock.sleep, clock=clock)
+        for k in range(12):
+            store.write(f"logs/f{k}.json", b"{}")
+        assert fake.refused["userRateLimitExceeded"] > 0
+        assert len(store.list("logs")) == 12
 
 
 @pytest.mark.parametrize("status,reason", [(400, "badRequest"),
@@ -264,6 +327,140 @@ def test_threads_writing_into_a_new_folder_make_it_once(fake):
     assert not errors
     assert len(fake.find("logs")) == 1 and len(fake.find("logs/w1")) == 1
     assert len(store.list("logs/w1")) == 4
+
+
+def test_names_that_differ_only_in_case_stay_two_files(fake, monkeypatch):
+    # Drive's name = '..' ignores case: without an exact-name filter alice's writer took
+    # Alice.json for a duplicate of its own file and deleted it
+    monkeypatch.setenv("NODE_ID", "Alice")
+    upper = open_api(fake)
+    monkeypatch.setenv("NODE_ID", "alice")
+    lower = open_api(fake)
+    upper.write("exp/peers/Alice.json", b"A")
+    lower.write("exp/peers/alice.json", b"a")
+    fresh = open_api(fake)
+    assert fresh.read("exp/peers/Alice.json", 10) == b"A"
+    assert fresh.read("exp/peers/alice.json", 10) == b"a"
+    open_api(fake).write("exp/peers/alice.json", b"a2")   # a restarted writer: no id cache
+    assert sorted(i.name for i in fake.children(fake.find("exp/peers")[0].id)) == [
+        "Alice.json", "alice.json"]
+    assert [e.name for e in fresh.list("exp/peers")] == ["Alice.json", "alice.json"]
+
+
+def test_listings_lag_updates_and_deletes_but_reads_by_id_do_not():
+    with FakeDrive(list_lag=30) as fake:
+        writer = open_api(fake)
+        fake.add("exp", fake.root_id, folder=True)
+        folder = fake.add("state", fake.find("exp")[0].id, folder=True)
+        fake.add("current_state.json", folder, b"round 1")
+        clock = VirtualClock()
+        reader = open_api(fake, clock=clock)
+        assert reader.read("exp/state/current_state.json", 100) == b"round 1"
+        writer.write("exp/state/current_state.json", b"round 2!")
+        assert [e.size for e in reader.list("exp/state")] == [7]          # the index lags
+        clock.t += reader.hint_s + 1                                       # no fresh listing
+        assert reader.read("exp/state/current_state.json", 100) == b"round 2!"  # files.get
+        writer.delete("exp/state/current_state.json")
+        assert [e.name for e in reader.list("exp/state")] == ["current_state.json"]
+        assert reader.read("exp/state/current_state.json", 100) is None    # 404: gone
+
+
+def test_a_read_after_a_listing_costs_one_download_and_a_poll_one_request_at_most_every_2s(fake):
+    writer = open_api(fake)
+    for node in ("w1", "w2", "w3"):
+        writer.write(f"exp/peers/{node}.json", node.encode())
+    clock = VirtualClock()
+    reader = open_api(fake, clock=clock, settle_s=0)   # no look again at young folders here
+    reader.list("exp/peers")
+    before = reader.calls.copy()
+    assert [reader.read(f"exp/peers/{n}.json", 10) for n in ("w1", "w2", "w3")] == [
+        b"w1", b"w2", b"w3"]
+    assert reader.calls - before == {"files.get_media": 3}   # the listing said where they are
+    clock.t += reader.hint_s + 1
+    before = reader.calls.copy()
+    for _ in range(3):                                          # polling an unchanged file
+        assert reader.read("exp/peers/w1.json", 10) == b"w1"
+        clock.t += reader.poll_s
+    assert reader.calls - before == {"files.get": 3}
+    before = reader.calls.copy()
+    for _ in range(5):                                          # faster than poll_s: one look
+        assert reader.read("exp/peers/w1.json", 10) == b"w1"
+        clock.t += reader.poll_s / 5
+    assert reader.calls - before == {"files.get": 1}
+
+
+def test_in_my_drive_only_the_owner_deletes(monkeypatch):
+    with FakeDrive() as fake:
+        fake.user_of = {"w1": "w1@example.com", "coord": "owner"}
+        monkeypatch.setenv("NODE_ID", "w1")
+        worker = open_api(fake)
+        worker.write("exp/rollouts/round_0/w1.json", b"{}")
+        monkeypatch.setenv("NODE_ID", "coord")
+        coordinator = open_api(fake)
+        with pytest.raises(StoreError, match="403 insufficientFilePermissions"):
+            coordinator.delete("exp/rollouts/round_0/w1.json")
+        assert len(fake.find("exp/rollouts/round_0/w1.json")) == 1
+        coordinator.makedirs("exp/rollouts/round_1")
+        worker.write("exp/rollouts/round_1/w1.json", b"{}")
+        coordinator.delete("exp/rollouts/round_1")   # its folder goes; w1's file is orphaned
+        assert fake.find("exp/rollouts/round_1") == []
+        assert [i.parents for i in fake.items.values() if i.owner == "w1@example.com"
+                and i.name == "w1.json" and not i.parents] == [[]]
+
+
+@pytest.mark.parametrize("role, outcome", [("organizer", "deleted"),
+                                            ("fileOrganizer", "trashed"),
+                                            ("writer", "refused")])
+def test_in_a_shared_drive_organizers_delete_content_managers_trash(role, outcome, monkeypatch):
+    with FakeDrive(shared_drive=True) as fake:
+        fake.user_of, fake.roles = {"coord": "c@example.com"}, {"c@example.com": role}
+        monkeypatch.setenv("NODE_ID", "coord")
+        store = open_api(fake)
+        store.write("exp/rollouts/round_0/w1.json", b"{}")
+        assert store.read("exp/rollouts/round_0/w1.json", 10) == b"{}"
+        if outcome == "refused":
+            with pytest.raises(StoreError, match="403"):
+                store.delete("exp/rollouts/round_0")
+            return
+        store.delete("exp/rollouts/round_0")
+        assert store.list("exp/rollouts") == []
+        gone = [i for i in fake.items.values() if i.name == "round_0"]
+        assert (gone == []) if outcome == "deleted" else [i.trashed for i in gone] == [True]
+
+
+def test_a_shared_drive_hides_its_files_from_requests_without_its_flags():
+    with FakeDrive(shared_drive=True) as fake:
+        store = open_api(fake)
+        store.write("exp/x.json", b"1")
+        from googleapiclient.errors import HttpError
+        fid = fake.find("exp/x.json")[0].id
+        with pytest.raises(HttpError) as info:
+            store.files.get(fileId=fid).execute(http=store._http())
+        assert info.value.resp.status == 404
+        listed = store.files.list(q=f"'{fake.find('exp')[0].id}' in parents").execute(
+            http=store._http())
+        assert listed["files"] == []
+        assert store.read("exp/x.json", 10) == b"1"   # the store always sends the flags
+
+
+def test_a_write_waits_for_the_coordinator_s_round_folder_instead_of_making_one(fake):
+    from rgym_exp.drive.layout import ROUND_FOLDERS
+    from rgym_exp.drive.store import FolderWait
+    clock = VirtualClock()
+    worker = RetryingStore(open_api(fake, folder_wait=FolderWait(ROUND_FOLDERS, 90, clock)),
+                           sleep=clock.sleep, clock=clock, budget_s=30)
+    with pytest.raises(TransientStoreError, match="not visible yet"):
+        worker.write("exp/rollouts/round_3/w1.json", b"{}")
+    assert fake.find("exp/rollouts/round_3") == []
+    open_api(fake).makedirs("exp/rollouts/round_3")        # the coordinator opens round 3
+    worker.write("exp/rollouts/round_3/w1.json", b"{}")
+    worker.write("exp/checkpoints/w1/round_3/model.bin", b"x")  # its own folders: made at once
+    assert len(fake.find("exp/rollouts/round_3")) == 1
+    with pytest.raises(TransientStoreError):
+        worker.write("exp/submissions/round_4/w1.json", b"{}")
+    clock.t += 91                                           # no coordinator for 90 s: make it
+    worker.write("exp/submissions/round_4/w1.json", b"{}")
+    assert len(fake.find("exp/submissions/round_4/w1.json")) == 1
 
 
 # --- credentials ------------------------------------------------------------------------

@@ -117,23 +117,36 @@ def test_torn_files_read_as_absent_and_are_counted(drive, tmp_path, tiny_llama):
     exp.store.write(exp.layout.peer("w9"), b'{"node_id": "w9", "rol')
     assert exp.reader.read(PeerRecord, exp.layout.peer("w9")) is None
     good = encode_rollouts([RolloutGroup("w2", 0, "m", "q", {}, ["a", "b"], [0, 1])], "w2", 0)
+    exp.store.makedirs(exp.layout.rollouts_dir(0))   # as the coordinator does when it opens round 0
     exp.store.write(exp.layout.rollout(0, "w2"), good[: len(good) // 2])
     gathered = RolloutExchange(exp, "w1").gather(0, 2, judge(), np.random.default_rng(0))
     assert gathered.groups == [] and sum(gathered.rejected.values()) == 1
 
 
-# --- invariant 3: temp files and conflict copies are ignored ---------------------------------
+# --- invariant 3: temp files, and conflict copies of files that are there, are ignored -------
 
 def test_conflict_copies_and_temp_files_are_never_read(drive, tmp_path, tiny_llama):
     cfg, exp = inproc(drive, str(tmp_path), tiny_llama, "worker", "w1")
     group = RolloutGroup("w2", 0, "m", "q", {}, ["a", "b"], [0, 1])
+    exp.store.makedirs(exp.layout.rollouts_dir(0))   # as the coordinator does when it opens round 0
     exp.store.write(exp.layout.rollout(0, "w2"), encode_rollouts([group], "w2", 0))
     folder = os.path.join(drive, exp.layout.rollouts_dir(0))
-    for junk in ("w3 (1).json", ".w4.json.tmp-1a2b"):
+    for junk in ("w2 (1).json", ".w4.json.tmp-1a2b"):
         with open(os.path.join(folder, junk), "wb") as fh:
             fh.write(encode_rollouts([group], "w2", 0))
     gathered = RolloutExchange(exp, "w1").gather(0, 5, judge(), np.random.default_rng(0))
     assert gathered.files_listed == 1 and len(gathered.groups) == 1
+
+
+def test_a_conflict_copy_that_is_the_only_copy_of_a_file_is_still_read(drive, tmp_path, tiny_llama):
+    # a mount that synced w3's file as 'w3 (1).json': hiding it would lose w3's groups
+    cfg, exp = inproc(drive, str(tmp_path), tiny_llama, "worker", "w1")
+    exp.store.makedirs(exp.layout.rollouts_dir(0))
+    group = RolloutGroup("w3", 0, "m", "q", {}, ["a", "b"], [0, 1])
+    with open(os.path.join(drive, exp.layout.rollouts_dir(0), "w3 (1).json"), "wb") as fh:
+        fh.write(encode_rollouts([group], "w3", 0))
+    gathered = RolloutExchange(exp, "w1").gather(0, 5, judge(), np.random.default_rng(0))
+    assert gathered.files_listed == 1 and [g.origin for g in gathered.groups] == ["w3"]
 
 
 # --- invariant 4: rounds only go forward ----------------------------------------------------

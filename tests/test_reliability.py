@@ -440,6 +440,8 @@ def worker_here(drive, home, model, node="w1", wrap=None, **settings):
 
 
 def do_round(worker, r):
+    for folder in (worker.exp.layout.rollouts_dir(r), worker.exp.layout.submissions_dir(r)):
+        worker.exp.store.makedirs(folder)     # as the coordinator does when it opens round r
     worker.run_round(r)
     worker.last_done = r
     worker.save_checkpoint()

@@ -157,7 +157,8 @@ def test_series_read_through_the_drive_api_equal_the_folders(drive):
         store = open_store(f"gdrive://{fake.root_id}", endpoint=fake.url)
         for top in ("peers", "logs/w1", "submissions"):  # w2 without metrics: from submissions
             for folder, _, files in os.walk(os.path.join(base, top)):
-                for name in files:
+                store.makedirs(f"experiments/sapo/{os.path.relpath(folder, base)}")  # as the
+                for name in files:                  # coordinator makes round folders ahead
                     with open(os.path.join(folder, name), "rb") as fh:
                         rel = os.path.relpath(os.path.join(folder, name), base)
                         store.write(f"experiments/sapo/{rel}", fh.read())

@@ -90,3 +90,83 @@ def test_retrying_store_gives_up_and_never_retries_permanent_errors():
     with pytest.raises(StoreError, match="disk full"):
         RetryingStore(permanent, sleep=lambda s: None).read("p", 10)
     assert permanent.calls == 1
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, seconds):
+        self.t += seconds
+
+
+def test_one_operation_retries_for_at_most_its_time_budget():
+    clock = Clock()
+    store = RetryingStore(Flaky(10**6, TransientStoreError("EIO")), attempts=1000, budget_s=120,
+                          sleep=clock.sleep, clock=clock)
+    with pytest.raises(TransientStoreError):
+        store.read("p", 10)
+    assert clock.t <= 120 and store.inner.calls < 15
+
+
+def test_a_mount_that_stays_disconnected_stops_the_node_with_how_to_remount():
+    from rgym_exp.drive.store import Disconnected, MountLost
+    clock = Clock()
+    store = RetryingStore(Flaky(10**6, Disconnected("read p: Transport endpoint is not connected")),
+                          sleep=clock.sleep, clock=clock)
+    with pytest.raises(MountLost) as info:
+        store.read("p", 10)
+    text = str(info.value)
+    assert "force_remount=True" in text and "same NODE_ID" in text and "\n" not in text
+    assert not isinstance(info.value, StoreError)     # no reader takes it for a missing file
+    healed = RetryingStore(Flaky(3, Disconnected("not connected")), sleep=clock.sleep, clock=clock)
+    assert healed.read("p", 10) == b"ok"               # a blip is retried like any other
+
+
+def test_enotconn_from_the_folder_is_a_disconnection(tmp_path, monkeypatch):
+    import errno
+    from rgym_exp.drive.store import Disconnected
+    store = FolderStore(str(tmp_path))
+
+    def gone(*args, **kwargs):
+        raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+    monkeypatch.setattr("os.scandir", gone)
+    with pytest.raises(Disconnected):
+        store.list("peers")
+
+
+def test_a_write_waits_for_a_round_folder_then_makes_it_after_the_wait(tmp_path):
+    from rgym_exp.drive.layout import ROUND_FOLDERS
+    from rgym_exp.drive.store import FolderWait
+    clock = Clock()
+    store = FolderStore(str(tmp_path), folder_wait=FolderWait(ROUND_FOLDERS, 90, clock))
+    with pytest.raises(TransientStoreError, match="not visible yet"):
+        store.write("exp/rollouts/round_3/w1.json", b"{}")
+    assert not (tmp_path / "exp" / "rollouts" / "round_3").exists()
+    store.write("exp/checkpoints/w1/round_3/model.bin", b"x")   # its own folders: made at once
+    store.write("exp/logs/w1/stdout.log", b"x")
+    clock.t += 91
+    store.write("exp/rollouts/round_3/w1.json", b"{}")          # 90 s and no coordinator: made
+    assert store.read("exp/rollouts/round_3/w1.json", 10) == b"{}"
+    store.makedirs("exp/submissions/round_4")                   # the coordinator's, made ahead
+    store.write("exp/submissions/round_4/w1.json", b"{}")
+
+
+def test_an_only_copy_under_a_conflict_name_is_read_and_the_newest_of_several_wins(tmp_path):
+    import os
+    store = FolderStore(str(tmp_path))
+    folder = tmp_path / "peers"
+    folder.mkdir()
+    (folder / "w1 (1).json").write_bytes(b"old")
+    (folder / "w1 (2).json").write_bytes(b"new")
+    os.utime(folder / "w1 (1).json", (1, 1))
+    assert [e.name for e in store.list("peers")] == ["w1.json"]
+    assert store.read("peers/w1.json", 10) == b"new"
+    assert store.download("peers/w1.json", str(tmp_path / "copy"), 10)
+    assert (tmp_path / "copy").read_bytes() == b"new"
+    store.write("peers/w1.json", b"mine")                       # once the file is there, it wins
+    assert store.read("peers/w1.json", 10) == b"mine"
+    assert [e.name for e in store.list("peers")] == ["w1.json"]

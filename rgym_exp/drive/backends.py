@@ -24,7 +24,8 @@ import logging
 import os
 import re
 
-from rgym_exp.drive.store import FolderStore, RetryingStore, Store
+from rgym_exp.drive.layout import ROUND_FOLDERS
+from rgym_exp.drive.store import FolderStore, FolderWait, RetryingStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ BACKENDS = {
     "s3": "rgym_exp.drive.fsspec_store:FsspecStore",
     "memory": "rgym_exp.drive.fsspec_store:FsspecStore",
 }
+# backends with real folders: a write waits for a round folder instead of making it
+FOLDERED = {"gdrive"}
 # backends that live in one process: fine for tests, never a swarm's GDRIVE_PATH
 PROCESS_LOCAL = {"memory": "memory:// lives inside one process, so nodes would not see each other"}
 # schemes people type that are no path, even with a slash missing ("gdrive:/x", "s3:bucket")
@@ -87,15 +90,18 @@ def open_store(location: str, credentials: str = "", endpoint: str = "", faults:
     """The store a location names (see ``check_location``), wrapped in RetryingStore.
     ``credentials`` and ``endpoint`` go to URL backends (GDRIVE_CREDENTIALS,
     GDRIVE_API_ENDPOINT); ``faults`` (the FAULTS setting, testing only) puts a
-    FaultyStore between the two, seeded with ``salt`` (the node id)."""
+    FaultyStore between the two, seeded with ``salt`` (the node id). Folders and
+    Drive wait for the coordinator's round folders (layout.ROUND_FOLDERS)."""
     location = check_location(location, shared=False)
     scheme = url_scheme(location)
+    wait = FolderWait(ROUND_FOLDERS)
     if scheme is None:
-        store = FolderStore(location)
+        store = FolderStore(location, folder_wait=wait)
     else:
         module, _, name = BACKENDS[scheme].partition(":")
         backend = getattr(importlib.import_module(module), name)
-        store = backend.from_url(location, credentials=credentials, endpoint=endpoint)
+        options = {"folder_wait": wait} if scheme in FOLDERED else {}
+        store = backend.from_url(location, credentials=credentials, endpoint=endpoint, **options)
     if faults:
         from rgym_exp.drive.faults import FaultyStore, parse_faults
         log.warning("FAULTS=%s: injecting storage faults (testing only)", faults)

@@ -7,28 +7,38 @@ like one for the folder protocol (DESIGN.md):
 
 * Paths -> ids. Each folder path resolves by one ``files.list`` per level, cached. A
   cached folder is looked up again while it is young (after 1, 2, 4.. s, for
-  ``settle_s``), because two nodes may create the same folder within Drive's listing lag.
+  ``settle_s``), because two nodes may create the same folder within Drive's listing lag
+  -- except the coordinator's round folders, which no other node makes (``folder_wait``:
+  a write waits for one to appear instead of creating it).
+* Names. Drive matches ``name = '...'`` case-insensitively; every answer is filtered to
+  the exact name, so nodes ``Alice`` and ``alice`` never read or delete each other's files.
 * Duplicate names. Drive allows several items with one name in a folder. Folders: all
   of them count (a listing or lookup searches every copy; writers put new files in the
   oldest: smallest createdTime, then id). Files: readers use the one with the newest
   modifiedTime, ties broken by the larger id; a writer that finds several copies of a
   path it writes (it is its single writer, invariant 1) updates that one and deletes
-  the others.
+  the others (a new file in a round folder is created without that look: only a
+  restarted node could have left a copy there, and readers take the newest).
 * All or nothing. A new file is created in one request (multipart, or a resumable
   session that Drive commits at its last chunk); an existing file gets new content
   with files.update, which readers see whole.
 * Retries. 429, 5xx, 403 rateLimitExceeded/userRateLimitExceeded and network errors
-  are retried here with truncated, jittered exponential backoff, then raised as
-  TransientStoreError (RetryingStore retries again); other 4xx raise StoreError at once.
-  Creates carry an id from files.generateIds, so a retried create cannot make a second
-  file: a 409 for our own id means an earlier attempt landed.
+  raise TransientStoreError; RetryingStore is the one layer that retries them (with a
+  bound on an operation's total time). Other 4xx raise StoreError at once. Creates carry
+  an id from files.generateIds, so a retried create cannot make a second file: a 409 for
+  our own id means an earlier attempt landed. A resumable upload that failed mid-way is
+  continued by the next try of the same upload, from where Drive says it stands.
 * Listing lag. A just-written file may be missing from files.list for a while. This
   process remembers the ids it created (files and folders), so it neither creates a
   second copy nor fails to read back what it just wrote.
 * No exclusive create. ``create_exclusive`` looks, then writes: best effort (see there).
-* Cost. Listing a folder: one paginated files.list. Reading a file: one files.list
-  lookup + one download, and no download when its (id, md5Checksum) is one this
-  process already holds (small files it read or wrote). ``calls`` counts requests.
+* Cost. Listing a folder: one paginated files.list. Reading a file: one request for its
+  metadata (a files.get by id once the path is known, which sees updates at once; a
+  files.list by name the first time; none when a listing of its folder in the last
+  ``hint_s`` seconds showed it) + one download, and no download when its (id,
+  md5Checksum) is one this process already holds (small files it read or wrote). A file
+  polled again within ``poll_s`` seconds is answered from what the last look found
+  (Drive shows other machines' writes seconds late anyway). ``calls`` counts requests.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ from typing import Optional
 
 from rgym_exp.drive.drive_auth import (DriveError, Step, about, classify, connect, epoch, quote)
 from rgym_exp.drive.store import (Entry, StoreError, TooLarge, TransientStoreError, check_path,
-                                  visible_name)
+                                  conflict_original, visible_entries)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +66,7 @@ FOLDER = "application/vnd.google-apps.folder"
 META = "id,name,mimeType,size,md5Checksum,modifiedTime,createdTime,parents"
 ALL_DRIVES = {"supportsAllDrives": True}
 CACHE_FILE_BYTES, CACHE_FILES = 256 * 1024, 64
+KNOWN_PATHS = 4096                     # paths whose file id is remembered
 
 
 def split(path: str) -> tuple[str, str]:
@@ -77,16 +88,18 @@ class _Dir:
 
 
 class DriveApiStore:
-    def __init__(self, service, root_id: str, http, who: str = "", *, attempts: int = 4,
+    def __init__(self, service, root_id: str, http, who: str = "", *, attempts: int = 1,
                  backoff_s: float = 0.5, backoff_cap_s: float = 8.0, sleep=time.sleep,
-                 resumable_over: int = 5 << 20, chunk_size: int = 8 << 20, page_size: int = 1000,
-                 settle_s: float = 300.0, clock=time.monotonic):
+                 resumable_over: int = 5 << 20, chunk_size: int = 32 << 20, page_size: int = 1000,
+                 settle_s: float = 300.0, hint_s: float = 10.0, poll_s: float = 2.0,
+                 clock=time.monotonic, folder_wait=None):
         self.files, self.root_id, self._http = service.files(), root_id, http
         self.description = f"Drive folder {root_id} via the API ({who or 'default credentials'})"
         self.attempts, self.backoff_s, self.backoff_cap_s, self._sleep = (
             attempts, backoff_s, backoff_cap_s, sleep)
         self.resumable_over, self.chunk_size, self.page_size = resumable_over, chunk_size, page_size
-        self.settle_s, self._clock = settle_s, clock
+        self.settle_s, self.hint_s, self.poll_s = settle_s, hint_s, poll_s
+        self._clock, self.folder_wait = clock, folder_wait
         self.calls: Counter = Counter()
         self.retries = 0
         self._corpora: dict = {}
@@ -94,6 +107,10 @@ class DriveApiStore:
         self._own: dict[str, dict] = {}       # path -> metadata of the file this process wrote
         self._pending: dict[str, str] = {}    # path -> id of a create whose outcome is unknown
         self._ids: list[str] = []
+        self._known: OrderedDict = OrderedDict()  # path -> (id, when fetched, metadata or None)
+        self._latest: OrderedDict = OrderedDict()  # id -> newest modifiedTime seen ("" : gone)
+        self._hints: dict[str, tuple] = {}    # folder -> (when listed, {name: metadata})
+        self._uploads: dict[tuple, object] = {}  # (path, file, size, mtime) -> broken upload
         self._recent: OrderedDict = OrderedDict()  # (id, md5) -> content of small files
         self._lock = threading.RLock()       # caches and folder creation
         self._count_lock = threading.Lock()
@@ -128,7 +145,8 @@ class DriveApiStore:
     # --- requests, errors, retries ----------------------------------------------------
 
     def _call(self, what: str, method: str, make, execute: bool = True):
-        """One request, retried with backoff; ``make()`` builds it (or, if not execute, does it)."""
+        """One request (``attempts`` > 1: retried here too, for tests of the client);
+        ``make()`` builds it (or, if not execute, does it)."""
         for attempt in range(1, self.attempts + 1):
             self._count(method)
             try:
@@ -170,20 +188,23 @@ class DriveApiStore:
                 pageToken=token, includeItemsFromAllDrives=True, **ALL_DRIVES, **self._corpora))
             items += page.get("files", [])
             token = page.get("nextPageToken")
-            if not token:
-                return items
+            if not token:  # Drive's name match ignores case: keep the exact name only
+                return [f for f in items if name is None or f.get("name") == name]
 
     # --- paths -> ids ---------------------------------------------------------------------
 
-    def _folder(self, folder: str, create: bool = False) -> list[str]:
-        """Ids of every copy of this folder, the oldest first; [] if it does not exist."""
+    def _folder(self, folder: str, create: bool = False, made_here: bool = False) -> list[str]:
+        """Ids of every copy of this folder, the oldest first; [] if it does not exist.
+        ``create``: make it if missing (a round folder only when ``made_here``, by makedirs;
+        a write waits for it, see folder_wait)."""
         if folder == "":
             return [self.root_id]
         with self._lock:
             now, hit = self._clock(), self._dirs.get(folder)
             if hit is not None:
                 age = hit.checked - hit.first
-                if age >= self.settle_s or now - hit.checked < max(1.0, age):
+                one_maker = self.folder_wait is not None and self.folder_wait.pattern.search(folder)
+                if one_maker or age >= self.settle_s or now - hit.checked < max(1.0, age):
                     return hit.ids
             parent, name = split(folder)
             parents = self._folder(parent, create)
@@ -193,6 +214,8 @@ class DriveApiStore:
             mine = hit.mine if hit is not None else set()
             ids += [i for i in sorted(mine) if i not in ids]  # ours, not listed yet
             if not ids and create:
+                if self.folder_wait is not None and not made_here:
+                    self.folder_wait.check(folder)
                 new = self._new_id()
                 body = {"id": new, "name": name, "mimeType": FOLDER, "parents": [parents[0]]}
                 self._call(folder, "files.create", lambda: self._create_ok(
@@ -221,19 +244,109 @@ class DriveApiStore:
 
     def _lookup(self, path: str, max_bytes: int) -> Optional[dict]:
         """Metadata of the copy of this file readers use (None if there is none), checked
-        against the cap before anything is downloaded."""
-        folder, name = split(path)
-        parents = self._folder(folder)
-        found = self._query(parents, path, name, folders=False) if parents else []
+        against the cap before anything is downloaded: from a fresh listing's hint, else
+        a files.get of the id this path had (fresh: no listing lag), else a name query.
+        A listed version older than one this process saw (the listing lags) is fetched
+        again by id, and a file known deleted is not there: reads never go backwards."""
+        hint = self._listed(path)
+        found = [hint] if hint is not None else self._by_id(path)
+        if found is None:
+            folder, name = split(path)
+            parents = self._folder(folder)
+            found = self._query(parents, path, name, folders=False) if parents else []
+        found = [m for m in (self._fresh(path, m) for m in found) if m is not None]
         own = self._own.get(path)
         if own is not None:  # ours, maybe not listed yet, or listed with older metadata
             listed = [f for f in found if f["id"] == own["id"]]
             if not listed or own.get("modifiedTime", "") > listed[0].get("modifiedTime", ""):
                 found = [f for f in found if f["id"] != own["id"]] + [own]
         meta = newest(found)
+        with self._lock:
+            if meta is None:
+                self._known.pop(path, None)
+            else:
+                prev = self._known.get(path)   # an answer reused within poll_s keeps its age
+                when = prev[1] if prev is not None and prev[2] is meta else self._clock()
+                self._known[path] = (meta["id"], when, meta)
+                self._known.move_to_end(path)
+                while len(self._known) > KNOWN_PATHS:
+                    self._known.popitem(last=False)
         if meta is not None:
             self._check_size(path, int(meta.get("size") or 0), max_bytes)
         return meta
+
+    def _fresh(self, path: str, meta: dict) -> Optional[dict]:
+        """``meta``, or its current version if this process has seen a newer one (None if
+        the file is gone)."""
+        with self._lock:
+            latest = self._latest.get(meta["id"])
+        if latest is not None and (latest == "" or meta.get("modifiedTime", "") < latest):
+            if latest == "":
+                return None
+            fid = meta["id"]
+            try:
+                meta = self._call(path, "files.get", lambda: self.files.get(
+                    fileId=fid, fields=META + ",trashed", **ALL_DRIVES))
+            except DriveError as exc:
+                if exc.status != 404:
+                    raise
+                meta = None
+            if meta is None or meta.get("trashed"):
+                self._saw(gone_id=fid)
+                return None
+        self._saw(meta)
+        return meta
+
+    def _saw(self, meta: Optional[dict] = None, gone_id: str = "") -> None:
+        """Remember a file's newest modifiedTime, or that ``gone_id`` is gone for good (ids
+        are never reused)."""
+        with self._lock:
+            if gone_id:
+                key, value = gone_id, ""
+            else:
+                key, value = meta["id"], meta.get("modifiedTime", "")
+                old = self._latest.get(key)
+                if old == "" or (old is not None and old >= value):
+                    return
+            self._latest[key] = value
+            self._latest.move_to_end(key)
+            while len(self._latest) > KNOWN_PATHS:
+                self._latest.popitem(last=False)
+
+    def _listed(self, path: str) -> Optional[dict]:
+        """The file's metadata from a listing of its folder made in the last hint_s seconds."""
+        folder, name = split(path)
+        with self._lock:
+            hint = self._hints.get(folder)
+        if hint is not None and self._clock() - hint[0] <= self.hint_s:
+            return hint[1].get(name)
+        return None
+
+    def _by_id(self, path: str) -> Optional[list]:
+        """[metadata] by a files.get of the id this path had ([] if it is gone), or None
+        when that id is unknown or no longer at this path (then: a name query)."""
+        with self._lock:
+            fid, when, last = self._known.get(path, (None, 0.0, None))
+        if fid is None:
+            return None
+        if self._clock() - when < self.poll_s:
+            return [last]
+        try:
+            meta = self._call(path, "files.get", lambda: self.files.get(
+                fileId=fid, fields=META + ",trashed", **ALL_DRIVES))
+        except DriveError as exc:
+            if exc.status != 404:
+                raise
+            meta = None
+        if meta is None or meta.get("trashed"):
+            self._saw(gone_id=fid)
+        folder, name = split(path)
+        if meta is None or meta.get("trashed") or meta.get("name") != name or not (
+                set(meta.get("parents") or ()) & set(self._folder(folder))):
+            with self._lock:
+                self._known.pop(path, None)   # gone, trashed, renamed or moved
+            return None
+        return [meta]
 
     def _remember(self, meta: dict, data: bytes) -> None:
         """Keep a small file's content by (id, md5): an unchanged file is not fetched twice."""
@@ -246,7 +359,7 @@ class DriveApiStore:
 
     def _forget(self, path: str) -> None:
         with self._lock:
-            for cache in (self._dirs, self._own, self._pending):
+            for cache in (self._dirs, self._own, self._pending, self._known, self._hints):
                 for key in [k for k in list(cache) if k == path or k.startswith(path + "/")]:
                     del cache[key]
 
@@ -270,7 +383,8 @@ class DriveApiStore:
             data = self._call(path, "files.get_media", get)
         except DriveError as exc:
             if exc.status == 404:  # deleted since the lookup
-                self._own.pop(path, None)
+                self._saw(gone_id=meta["id"])
+                self._forget(path)
                 return None
             raise
         self._check_size(path, len(data), max_bytes)
@@ -337,16 +451,21 @@ class DriveApiStore:
             from googleapiclient.http import MediaFileUpload
             return MediaFileUpload(local_path, mimetype=_mime(path), chunksize=self.chunk_size,
                                    resumable=resumable)
-        self._put(path, media, size)
+        self._put(path, media, size, resume=(path, local_path, size, os.stat(local_path).st_mtime_ns))
 
-    def _put(self, path: str, media, size: int, again: bool = True) -> None:
+    def _put(self, path: str, media, size: int, again: bool = True, resume=None) -> None:
+        """Create or update the file; ``resume``: a key under which a resumable upload that
+        fails half-way is kept, so the next try of the same upload continues it."""
         folder, name = split(path)
         resumable = size > self.resumable_over
         fid = self._own.get(path, {}).get("id")
         if fid is None and path not in self._pending:
             parents = self._folder(folder, create=True)
-            hit = self._dirs.get(folder)  # a folder this process made holds none of our files yet
-            found = [] if hit and set(hit.ids) <= hit.mine else sorted(
+            # no older copy to look for in a folder this process made, nor in a round folder:
+            # only a restarted node could have left one there, and readers take the newest
+            hit = self._dirs.get(folder)
+            round_file = self.folder_wait is not None and self.folder_wait.pattern.search(folder)
+            found = [] if round_file or (hit and set(hit.ids) <= hit.mine) else sorted(
                 self._query(parents, path, name, folders=False),
                 key=lambda f: (f.get("modifiedTime", ""), f["id"]))
             for extra in found[:-1]:  # duplicates of a file we are the single writer of
@@ -359,8 +478,10 @@ class DriveApiStore:
             try:  # an existing file: new content in place
                 meta = self._send(path, "files.update", lambda: self.files.update(
                     fileId=known, media_body=media(resumable), fields=META, **ALL_DRIVES),
-                    resumable)
+                    resumable, resume and (*resume, known))
                 self._own[path] = meta or {"id": known}
+                if meta:
+                    self._saw(meta)
                 self._pending.pop(path, None)
                 return
             except DriveError as exc:
@@ -373,20 +494,27 @@ class DriveApiStore:
         try:
             meta = self._send(path, "files.create", lambda: self.files.create(
                 body={"id": new, "name": name, "parents": [parent]}, media_body=media(resumable),
-                fields=META, **ALL_DRIVES), resumable)
+                fields=META, **ALL_DRIVES), resumable, resume and (*resume, new))
         except DriveError as exc:
             if exc.status != 404 or not again:
                 raise
             self._forget(folder)  # the cached folder was deleted: resolve it again, once
-            return self._put(path, media, size, again=False)
+            return self._put(path, media, size, again=False, resume=resume)
         self._own[path] = meta or {"id": new}
+        if meta:
+            self._saw(meta)
         self._pending.pop(path, None)
 
-    def _send(self, path: str, method: str, make, resumable: bool) -> dict:
-        """One create/update with media; a resumable one step by step, each step retried."""
+    def _send(self, path: str, method: str, make, resumable: bool, resume=None) -> dict:
+        """One create/update with media; a resumable one step by step. A resumable upload
+        that fails transiently is kept under ``resume`` and continued by the next call."""
         if not resumable:
             return self._call(path, method, lambda: self._create_ok(make), execute=False)
-        request, restarts = make(), 0
+        with self._lock:
+            request = self._uploads.pop(resume, None) if resume else None
+        if request is not None:
+            log.info("continuing the upload of %s from where Drive has it", path)
+        request, restarts = request or make(), 0
         while True:
             step = method if request.resumable_uri is None else "upload.chunk"
             try:
@@ -397,6 +525,13 @@ class DriveApiStore:
                     raise
                 request, restarts = make(), restarts + 1  # the upload session expired
                 continue
+            except TransientStoreError:
+                if resume and request.resumable_uri is not None:
+                    with self._lock:
+                        self._uploads[resume] = request
+                        while len(self._uploads) > 4:
+                            self._uploads.pop(next(iter(self._uploads)))
+                raise
             if done is not None:
                 return done
 
@@ -406,23 +541,47 @@ class DriveApiStore:
         by_name: dict[str, dict] = {}
         for item in (self._query(parents, folder) if parents else []):
             name, seen = item.get("name", ""), by_name.get(item.get("name", ""))
-            if visible_name(name) and (seen is None or newest([seen, item]) is item):
+            if name and not name.startswith(".") and (seen is None or newest([seen, item]) is item):
                 by_name[name] = item
-        return [Entry(n, int(f.get("size") or 0), f.get("mimeType") == FOLDER,
-                      epoch(f.get("modifiedTime", ""))) for n, f in sorted(by_name.items())]
+        entries = visible_entries([Entry(n, int(f.get("size") or 0), f.get("mimeType") == FOLDER,
+                                         epoch(f.get("modifiedTime", ""))) for n, f in by_name.items()])
+        hints = {}
+        for e in entries:  # a conflict copy shown under its file's name is read by that name
+            hints[e.name] = by_name.get(e.name) or max(
+                (f for n, f in by_name.items() if conflict_original(n) == e.name),
+                key=lambda f: (f.get("modifiedTime", ""), f["id"]))
+        with self._lock:
+            now = self._clock()
+            self._hints[folder] = (now, {n: f for n, f in hints.items()
+                                         if f.get("mimeType") != FOLDER})
+            for old in [k for k, (t, _) in self._hints.items() if now - t > self.hint_s]:
+                del self._hints[old]
+        return entries
 
     def _remove(self, file_id: str, path: str) -> None:
         try:
             self._call(path, "files.delete",
                        lambda: self.files.delete(fileId=file_id, **ALL_DRIVES))
+            self._saw(gone_id=file_id)
+            return
         except DriveError as exc:
             if exc.status == 404:
+                self._saw(gone_id=file_id)
                 return
             if exc.status != 403:
                 raise
-            # shared drives: only organizers delete for good; content managers can trash
+        # shared drives: only organizers delete for good; content managers can trash
+        try:
             self._call(path, "files.update", lambda: self.files.update(
                 fileId=file_id, body={"trashed": True}, fields="id", **ALL_DRIVES))
+        except DriveError as exc:
+            if exc.status != 403:
+                raise
+            raise DriveError(f"{exc} -- in My Drive only a file's owner may delete it, in a "
+                             "shared drive only a manager (a content manager may trash): run "
+                             "the coordinator as the folder's owner or a manager "
+                             "(docs/DRIVE_API.md)", exc.status, exc.reason) from None
+        self._saw(gone_id=file_id)
 
     def _items(self, path: str) -> list[dict]:
         """Files and folders at this path (every copy), including ours not listed yet."""
@@ -439,7 +598,7 @@ class DriveApiStore:
         """Create a folder ahead of its writers: the coordinator makes round R's folders
         before opening R, so workers find them instead of each creating a copy within
         Drive's listing lag."""
-        self._folder(check_path(folder), create=True)
+        self._folder(check_path(folder), create=True, made_here=True)
 
     @about("delete")
     def delete(self, path: str) -> None:

@@ -34,7 +34,7 @@ import httplib2
 from rgym_exp.drive.store import StoreError, TooLarge, TransientStoreError
 
 SCOPES = ["https://www.googleapis.com/auth/drive"]
-TIMEOUT_S = 120
+TIMEOUT_S = 60                   # one request; RetryingStore bounds an operation
 NODE_HEADER = "x-rl-swarm-node"  # sent only to a custom endpoint: lets a fake server count per node
 RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 

@@ -10,6 +10,8 @@
                                             untrusted: receivers read promising files first)
       rollouts/round_{R}/{node_id}.{k}.s{n}.json   ... or chunk k, one per generation batch
       submissions/round_{R}/{node_id}.json  each worker after training round R
+      retired/round_{R}.json                coordinator, when it retires round R: the round's
+                                            submissions in one file (then the folder goes)
       checkpoints/{node_id}/round_{R}/      each worker its own checkpoints
       logs/{node_id}/                       stdout.log, metrics.jsonl, events.jsonl
       archive/rollouts/round_{R}/           old rounds, when ROLLOUT_ARCHIVE_OLD is on
@@ -32,6 +34,9 @@ from genrl.rollouts import NAME_PATTERN, NODE_ID_RE as NAME_RE
 
 # [0-9], not \d: "round_\u0661" must not parse as round 1 (a name that maps to another path)
 _ROUND_DIR_RE = re.compile(r"^round_([0-9]{1,9})$")
+# folders that every worker writes into and only the coordinator makes (when it opens the
+# round): a write never creates one (store.FolderWait), so Drive never holds two copies
+ROUND_FOLDERS = r"(^|/)(rollouts|submissions)/round_[0-9]+$"
 _ROLLOUT_RE = re.compile(rf"^({NAME_PATTERN})(?:\.([0-9]{{1,4}}))?(?:\.s([0-9]{{1,3}}))?\.json$")
 
 
@@ -128,6 +133,13 @@ class Layout:
 
     def submission(self, r: int, node: str) -> str:
         return f"{self.submissions_dir(r)}/{check_name('NODE_ID', node)}.json"
+
+    @property
+    def retired_root(self) -> str:
+        return f"{self.root}/retired"
+
+    def retired_submissions(self, r: int) -> str:
+        return f"{self.retired_root}/{round_dir(r)}.json"
 
     def checkpoints_dir(self, node: str) -> str:
         return f"{self.root}/checkpoints/{check_name('NODE_ID', node)}"

@@ -7,7 +7,10 @@ Every backend keeps the same promises:
   a torn one (FolderStore: temp name in the same folder, flush, fsync, rename).
 * ``read`` returns None for a missing file and raises ``TooLarge`` past its cap,
   so no peer can make us load an unbounded file.
-* ``list`` hides temporary files and Drive's conflict copies (``name (1).json``).
+* ``list`` hides temporary files, and Drive's conflict copies (``name (1).json``)
+  of a file that is there under its own name. A conflict copy that is the only
+  copy of a file (a mount that synced it under that name) is listed, and read,
+  under the file's own name: hiding it would lose the file.
 * ``create_exclusive`` writes a file only if none has that name, for one-writer
   claims (a NODE_ID, experiment.json). How strong that is depends on the store
   (docs/OBJECT_STORES.md): atomic in one file system (FolderStore: a hard link
@@ -15,12 +18,19 @@ Every backend keeps the same promises:
   Drive, which has no such operation. It returns True when the file now holds
   exactly ``data`` (so a retried call whose first try landed still wins): callers
   put a unique session id in ``data``.
+* Folders that many writers share and one creator makes (``FolderWait``: the
+  coordinator's round folders) are never made by a write: a writer that cannot
+  see one yet waits for it, because two machines that each make it within Drive's
+  lag get two folders, and a mount shows the second as ``round_R (1)``.
 * Failures are ``TransientStoreError`` (retry: Drive's EIO, "Transport endpoint
   is not connected", rate limits) or ``StoreError`` with a message that names
   the path and the cause (disk full, read-only, permission).
 
-``RetryingStore`` wraps any store with jittered, capped exponential backoff.
-Which store a GDRIVE_PATH names is decided in ``backends.py``.
+``RetryingStore`` wraps any store: the one retry layer, with jittered, capped
+exponential backoff and a bound on the time one operation may take. A mount whose
+transport stays gone past that bound raises ``MountLost``, which stops the node with
+one line that says how to remount and resume. Which store a GDRIVE_PATH names is
+decided in ``backends.py``.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from typing import Optional, Protocol
 
 log = logging.getLogger(__name__)
 
-_CONFLICT_RE = re.compile(r".* \(\d+\)(\.[^.]*)?$")
+_CONFLICT_RE = re.compile(r"^(.+) \(([0-9]+)\)(\.[^.]*)?$")
 _TRANSIENT = {errno.EIO, errno.ENOTCONN, errno.ESTALE, errno.EAGAIN, errno.ETIMEDOUT, errno.EBUSY,
               errno.ECONNABORTED, errno.ECONNRESET, errno.EINTR, errno.ENETDOWN, errno.EHOSTUNREACH}
 _PERMANENT = {errno.ENOSPC: "the shared folder is full (no space left)",
@@ -63,6 +73,15 @@ class TooLarge(StoreError):
     """A file is larger than the reader's cap."""
 
 
+class Disconnected(TransientStoreError):
+    """A mount's transport is gone ("Transport endpoint is not connected")."""
+
+
+class MountLost(RuntimeError):
+    """The mount stayed disconnected for longer than an operation may retry: the node
+    stops (not a StoreError, so no reader mistakes it for a missing file)."""
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -74,6 +93,53 @@ class Entry:
 def visible_name(name: str) -> bool:
     """False for temporary files (leading '.') and conflict copies ('x (1).json')."""
     return bool(name) and not name.startswith(".") and not _CONFLICT_RE.match(name)
+
+
+def conflict_original(name: str) -> Optional[str]:
+    """'w1 (2).json' -> 'w1.json', 'round_3 (1)' -> 'round_3'; None if no conflict copy."""
+    m = _CONFLICT_RE.match(name)
+    if not m or name.startswith("."):
+        return None
+    return m.group(1) + (m.group(3) or "")
+
+
+def visible_entries(entries: list[Entry]) -> list[Entry]:
+    """A listing as readers see it, sorted by name: no temporary files; a file's conflict
+    copies hidden while the file itself is there, else its newest copy shown under the
+    file's own name (folders' copies are always hidden)."""
+    shown = {e.name: e for e in entries if visible_name(e.name)}
+    orphans: dict[str, Entry] = {}
+    for e in entries:
+        original = None if e.is_dir else conflict_original(e.name)
+        if original and original not in shown and (
+                original not in orphans or e.mtime > orphans[original].mtime):
+            orphans[original] = Entry(original, e.size, False, e.mtime)
+    shown.update(orphans)
+    return [shown[name] for name in sorted(shown)]
+
+
+class FolderWait:
+    """Which folders a write must not create (``pattern``: the round folders the
+    coordinator makes when it opens a round), and for how long a writer waits for one
+    to appear before it makes it after all (a duplicate beats a lost round): until
+    then ``check`` raises TransientStoreError, which RetryingStore retries."""
+
+    def __init__(self, pattern: str, wait_s: float = 90.0, clock=time.monotonic):
+        self.pattern, self.wait_s, self.clock = re.compile(pattern), wait_s, clock
+        self._missing: dict[str, float] = {}
+
+    def check(self, folder: str) -> None:
+        """Call when ``folder`` is missing and a write needs it."""
+        if not self.pattern.search(folder):
+            return
+        first = self._missing.setdefault(folder, self.clock())
+        waited = self.clock() - first
+        if waited < self.wait_s:
+            raise TransientStoreError(f"folder {folder} is not visible yet (the coordinator "
+                                      f"makes it when it opens the round; waited {waited:.0f}s)")
+        log.warning("folder %s still not visible after %.0fs: creating it (Drive may show a "
+                    "second copy)", folder, waited)
+        del self._missing[folder]
 
 
 def check_path(path: str) -> str:
@@ -102,28 +168,58 @@ class Store(Protocol):
 def classify(exc: OSError, action: str, path: str) -> StoreError:
     if exc.errno in _PERMANENT:
         return StoreError(f"{_PERMANENT[exc.errno]}: cannot {action} {path} ({exc.strerror})")
+    if exc.errno == errno.ENOTCONN:
+        return Disconnected(f"{action} {path}: {exc.strerror or exc}")
     if exc.errno in _TRANSIENT:
         return TransientStoreError(f"{action} {path}: {exc.strerror or exc}")
     return StoreError(f"cannot {action} {path}: {exc.strerror or exc}")
 
 
 class FolderStore:
-    """A mounted Google Drive folder, a network share or any local directory."""
+    """A mounted Google Drive folder, a network share or any local directory.
+    ``folder_wait``: folders a write waits for instead of making them (FolderWait)."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, folder_wait: Optional[FolderWait] = None):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.description = f"folder {self.root}"
+        self.folder_wait = folder_wait
         self._warned_link = False
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
-            raise classify(exc, "create", self.root) from None
+            err = classify(exc, "create", self.root)
+            if isinstance(err, Disconnected):
+                raise StoreError(f"{err}: the mount is gone; remount it (Colab: drive.mount("
+                                 "'/content/drive', force_remount=True)) and start again") from None
+            raise err from None
 
     def _full(self, path: str) -> str:
         return os.path.join(self.root, *check_path(path).split("/"))
 
+    def _only_copy(self, full: str) -> Optional[str]:
+        """The newest conflict copy ('x (1).json') of a missing file, if there is one."""
+        folder, name = os.path.split(full)
+        best, best_mtime = None, -1.0
+        try:
+            with os.scandir(folder) as it:
+                for e in it:
+                    if conflict_original(e.name) == name and e.is_file():
+                        mtime = e.stat().st_mtime
+                        if mtime > best_mtime:
+                            best, best_mtime = e.path, mtime
+        except OSError:
+            return None
+        return best
+
     def read(self, path: str, max_bytes: int) -> Optional[bytes]:
         full = self._full(path)
+        data = self._read(full, path, max_bytes)
+        if data is None:
+            copy = self._only_copy(full)
+            data = self._read(copy, path, max_bytes) if copy else None
+        return data
+
+    def _read(self, full: str, path: str, max_bytes: int) -> Optional[bytes]:
         try:  # O_NONBLOCK: a named pipe planted in the folder must not wedge the reader
             fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK)
             with os.fdopen(fd, "rb") as fh:
@@ -146,6 +242,8 @@ class FolderStore:
         folder = os.path.dirname(full)
         tmp = os.path.join(folder, f".{os.path.basename(full)}.tmp-{uuid.uuid4().hex[:8]}")
         try:
+            if self.folder_wait is not None and not os.path.isdir(folder):
+                self.folder_wait.check(path.rpartition("/")[0])
             os.makedirs(folder, exist_ok=True)
             with open(tmp, "wb") as fh:
                 fill(fh)
@@ -208,6 +306,8 @@ class FolderStore:
 
     def download(self, path: str, local_path: str, max_bytes: int) -> bool:
         full = self._full(path)
+        if not os.path.lexists(full):
+            full = self._only_copy(full) or full
         try:
             if os.path.getsize(full) > max_bytes:
                 raise TooLarge(f"{path} is larger than the {max_bytes}-byte cap")
@@ -224,14 +324,14 @@ class FolderStore:
             with os.scandir(full) as it:
                 entries = []
                 for e in it:
-                    if not visible_name(e.name):
+                    if e.name.startswith("."):
                         continue
                     try:
                         st = e.stat()
                     except FileNotFoundError:  # removed while listing
                         continue
                     entries.append(Entry(e.name, st.st_size, e.is_dir(), st.st_mtime))
-                return sorted(entries, key=lambda e: e.name)
+                return visible_entries(entries)
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as exc:
@@ -267,23 +367,39 @@ class FolderStore:
 
 
 class RetryingStore:
-    """Retries transient failures with jittered exponential backoff (capped),
-    logging each retry; gives up after ``attempts`` with the last error."""
+    """The one retry layer: retries transient failures with jittered exponential backoff
+    (``base`` doubling up to ``cap`` seconds), logging each retry, for at most
+    ``attempts`` tries and ``budget_s`` seconds per operation (no try starts after
+    that; stores bound a single try by their own timeouts, the Drive API's at 60 s).
+    The defaults back off for at least 80 s in all, so an operation outlasts a spent
+    per-minute quota (Drive's 429 / 403 userRateLimitExceeded) and a short outage.
+    Then it gives up with the last error, or with ``MountLost`` when that error says
+    the mount's transport is gone."""
 
-    def __init__(self, inner: Store, attempts: int = 6, base: float = 0.5, cap: float = 15.0,
-                 sleep=time.sleep):
-        self.inner, self.attempts, self.base, self.cap, self.sleep = inner, attempts, base, cap, sleep
+    def __init__(self, inner: Store, attempts: int = 10, base: float = 1.0, cap: float = 32.0,
+                 budget_s: float = 180.0, sleep=time.sleep, clock=time.monotonic):
+        self.inner, self.attempts, self.base, self.cap = inner, attempts, base, cap
+        self.budget_s, self.sleep, self.clock = budget_s, sleep, clock
         self.description = inner.description
         self.retries = 0
 
     def _call(self, name: str, *args):
+        start = self.clock()
         for attempt in range(1, self.attempts + 1):
             try:
                 return getattr(self.inner, name)(*args)
             except TransientStoreError as exc:
-                if attempt == self.attempts:
-                    raise
                 delay = min(self.cap, self.base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                spent = self.clock() - start
+                if attempt == self.attempts or spent + delay > self.budget_s:
+                    if isinstance(exc, Disconnected):
+                        raise MountLost(
+                            f"the shared folder ({self.description}) is disconnected ({exc}) "
+                            f"and did not come back in {spent:.0f}s: remount it (Colab: "
+                            "drive.mount('/content/drive', force_remount=True)), then start "
+                            "this node again with the same NODE_ID; it continues from its "
+                            "checkpoint") from None
+                    raise
                 self.retries += 1
                 log.warning("storage %s failed (%s); retry %d/%d in %.1fs", name, exc, attempt,
                             self.attempts - 1, delay)
@@ -315,4 +431,3 @@ class RetryingStore:
 
     def download(self, path, local_path, max_bytes):
         return self._call("download", path, local_path, max_bytes)
-
