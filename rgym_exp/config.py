@@ -164,18 +164,37 @@ class Config:
                                        "end)", min=1, group="storage")
     CHECKPOINT_KEEP: int = setting(2, "checkpoints kept per node (older ones deleted)", min=1,
                                    group="storage")
+    CHECKPOINT_MODE: str = setting("weights", "what a checkpoint keeps: weights (weights, RNG, "
+                                   "counters: 0.54 GB for SmolLM2-135M; AdamW's moments start "
+                                   "afresh after a restart), half (+ bfloat16 moments: 1.08 GB), "
+                                   "exact (+ float32 moments: 1.62 GB; a restart continues bit "
+                                   "for bit); bench/checkpoint_restart.py",
+                                   choices=("weights", "half", "exact"), group="storage")
+    CHECKPOINT_MINUTES: float = setting(0.0, "also save a checkpoint when this many minutes "
+                                        "have passed since the last one; 0: by rounds only",
+                                        min=0, group="storage")
+    RESTART_LIMIT: int = setting(5, "NODE_ROLE=swarm (or the launcher's --restart): restart a "
+                                 "node that failed, after 10 s, 20 s, 40 s.. (at most 5 min), "
+                                 "at most this many times in a row (never after exit 2: a bad "
+                                 "setting, or 4: taken over); 0: never", min=0, max=1000,
+                                 group="swarm")
     ROLLOUT_PUBLISH_FREQUENCY: str = setting("round", "round (or stage): one rollout file per "
                                              "round; generation: one per generation batch",
                                              choices=("round", "stage", "generation"),
                                              group="storage")
     ROLLOUT_CLEANUP_ENABLED: bool = setting(True, "coordinator removes rollout folders older "
-                                            "than ROLLOUT_KEEP_LAST_N_ROUNDS", group="storage")
-    ROLLOUT_KEEP_LAST_N_ROUNDS: int = setting(10, "rollout rounds kept when cleanup is on",
-                                              min=1, group="storage")
+                                            "than ROLLOUT_KEEP_LAST_N_ROUNDS, and rolls those "
+                                            "rounds' submissions into retired/round_R.json (a "
+                                            "shared drive holds 400,000 items at most)",
+                                            group="storage")
+    ROLLOUT_KEEP_LAST_N_ROUNDS: int = setting(10, "rollout and submission rounds kept when "
+                                              "cleanup is on", min=1, group="storage")
     ROLLOUT_ARCHIVE_OLD: bool = setting(False, "move old rollout rounds to archive/ instead of "
                                         "deleting them", group="storage")
-    LOG_FLUSH_INTERVAL: float = setting(10.0, "seconds between copies of the node's logs to the "
-                                        "shared folder (also on exit)", min=0.1, group="storage")
+    LOG_FLUSH_INTERVAL: float = setting(60.0, "seconds between copies of the node's logs to the "
+                                        "shared folder (also after each round and on exit); "
+                                        "each changed log is one upload (bench/storage_scale.py)",
+                                        min=0.1, group="storage")
     LOG_LEVEL: str = setting("INFO", "console and stdout.log detail",
                              choices=("DEBUG", "INFO", "WARNING", "ERROR"), group="storage")
     CACHE_DIR: str = setting("~/.cache/rl-swarm", "local scratch: log buffers, checkpoint "

@@ -13,8 +13,17 @@ A restarted coordinator continues from the state file (the round keeps the
 time it had left, measured on this machine's clock, so a restart on a machine
 whose clock is off neither ends nor stretches the round); restarting it with a
 larger MAX_ROUNDS extends a finished experiment. It is the only node that
-deletes or archives old rollout rounds. A worker that leaves the swarm (its
-heartbeat stops, or its record says it failed) is named in the log.
+deletes or archives old rollout rounds, and that retires old submission folders
+(rolled into retired/round_R.json first, which the report reads). A worker that
+leaves the swarm (its heartbeat stops, or its record says it failed) is named in the
+log.
+
+Its cost in storage requests grows slowly with the swarm (docs/DRIVE_API.md): peers/
+is listed every half heartbeat, liveness comes from that listing, and a record is read
+only when it changed and is new, has stopped changing (a final status?) or was last read
+10 heartbeats ago (rgym_exp/readers.py); the state file every worker polls is
+rewritten when a round opens, closes or is extended, and for its ``waiting_for``
+list at most once a minute.
 """
 
 from __future__ import annotations
@@ -22,24 +31,22 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from rgym_exp.config import Config
-from rgym_exp.drive.layout import parse_node_file, parse_round_dir
+from rgym_exp.drive.layout import parse_round_dir
 from rgym_exp.drive.store import StoreError, TransientStoreError
 from rgym_exp.experiment import Experiment, question_source
 from rgym_exp.heartbeat import Heartbeat
-from rgym_exp.records import PeerRecord, RoundState, StateTracker, write_record
+from rgym_exp.readers import Peers, PeerView, retire_submissions, submitted
+from rgym_exp.records import RoundState, StateTracker, write_record
 from rgym_exp.waiting import Waiter, WaitTimeout
 
 log = logging.getLogger(__name__)
 FAILED_TICKS_LIMIT = 3  # ticks in a row with a storage error that is not transient: then stop
-
-
-@dataclass
-class PeerView:
-    record: PeerRecord
-    last_change: float            # when this coordinator last saw the beat change (its clock)
+WAITING_FOR_EVERY = 60.0  # seconds: the state file's waiting_for list is rewritten at most this often
+REREAD_BEATS = 10       # a changed peer record is read again at most every this many heartbeats,
+SETTLE_BEATS = 2.5      # ... or once it has not changed for this many (its final write?)
 
 
 class Coordinator:
@@ -50,9 +57,12 @@ class Coordinator:
         self.layout = experiment.layout
         self.tracker = StateTracker(experiment.reader, self.layout.state_file)
         self.heartbeat = None
-        self.peers: dict[str, PeerView] = {}
+        self._peers = Peers(experiment.store, self.layout, experiment.reader,
+                            reread_s=REREAD_BEATS * config.HEARTBEAT_INTERVAL,
+                            settle_s=SETTLE_BEATS * config.HEARTBEAT_INTERVAL, clock=clock)
         self._live: set[str] = set()
         self._peers_read_at = -math.inf
+        self._waiting_written_at = -math.inf
         self._worker_seen_at = clock()            # no worker for WAIT_TIMEOUT: give up
         self._last_wait_log = 0.0
 
@@ -67,11 +77,10 @@ class Coordinator:
         return state
 
     def _open(self, round_: int) -> RoundState:
-        try:  # made once here, so workers publishing at the same moment share one folder
-            self.exp.store.makedirs(self.layout.rollouts_dir(round_))
-            self.exp.store.makedirs(self.layout.submissions_dir(round_))
-        except StoreError as exc:
-            log.warning("round %d folders not created ahead: %s", round_, exc)
+        # made only here, before the round opens: a worker never makes them (it waits for
+        # them), so Drive never holds two copies of a round folder
+        self.exp.store.makedirs(self.layout.rollouts_dir(round_))
+        self.exp.store.makedirs(self.layout.submissions_dir(round_))
         now = self.clock()
         log.info("round %d opened (deadline in %.0fs)", round_, self.cfg.ROUND_TIMEOUT)
         return self._write(RoundState(round=round_, started_at=now, deadline=now + self.cfg.ROUND_TIMEOUT,
@@ -99,23 +108,18 @@ class Coordinator:
 
     # --- observing the swarm ----------------------------------------------------------
 
+    @property
+    def peers(self) -> dict[str, PeerView]:
+        return self._peers.views
+
     def observe_peers(self) -> dict[str, PeerView]:
-        """Read peer records (at most every half heartbeat); remember beat changes."""
+        """Look at peers/ (at most every half heartbeat): one listing, reads of the records
+        that changed (rgym_exp/readers.py)."""
         now = self.clock()
         if now - self._peers_read_at < max(self.cfg.POLL_INTERVAL, self.cfg.HEARTBEAT_INTERVAL / 2):
             return self.peers
         self._peers_read_at = now
-        for entry in self.exp.store.list(self.layout.peers_dir):
-            node = parse_node_file(entry.name)
-            record = self.exp.reader.read(PeerRecord, self.layout.peer(node)) if node else None
-            if record is None or record.node_id != node:
-                continue
-            seen = self.peers.get(node)
-            # a beat that did not grow is a stale copy (Drive), not a sign of life
-            if (seen is None or record.session != seen.record.session
-                    or record.beat > seen.record.beat):
-                self.peers[node] = PeerView(record, now)
-        return self.peers
+        return self._peers.refresh()
 
     def live_workers(self) -> set[str]:
         now = self.clock()
@@ -140,8 +144,7 @@ class Coordinator:
         return live
 
     def submitted(self, round_: int) -> set[str]:
-        names = self.exp.store.list(self.layout.submissions_dir(round_))
-        return {n for n in (parse_node_file(e.name) for e in names) if n}
+        return submitted(self.exp.store, self.layout, round_)
 
     # --- one look at the folder --------------------------------------------------------
 
@@ -175,9 +178,11 @@ class Coordinator:
                 return self.advance(state)
             log.warning("round %d: no submission after %.0fs (%d live worker(s)); extending the "
                         "deadline", state.round, now - state.started_at, len(live))
+            self._waiting_written_at = now
             return self._write(replace(state, deadline=now + self.cfg.ROUND_TIMEOUT,
                                        waiting_for=waiting))
-        if waiting != state.waiting_for:
+        if waiting != state.waiting_for and now - self._waiting_written_at >= WAITING_FOR_EVERY:
+            self._waiting_written_at = now   # every worker polls this file: rewrite it rarely
             state = self._write(replace(state, waiting_for=waiting))
         if now - self._last_wait_log >= 60:
             self._last_wait_log = now
@@ -194,21 +199,30 @@ class Coordinator:
         return new
 
     def retire_old_rounds(self, current: int) -> None:
-        """Delete (or archive) rollout rounds older than the last N kept."""
+        """Delete (or archive) rollout rounds older than the last N kept, and roll those
+        rounds' submissions into retired/round_R.json before deleting their folders
+        (a swarm would otherwise reach a shared drive's item cap)."""
         if not self.cfg.ROLLOUT_CLEANUP_ENABLED:
             return
         cutoff = current - self.cfg.ROLLOUT_KEEP_LAST_N_ROUNDS
+        store = self.exp.store
         try:
-            for entry in self.exp.store.list(self.layout.rollouts_root):
+            for entry in store.list(self.layout.rollouts_root):
                 r = parse_round_dir(entry.name)
                 if r is None or r > cutoff:
                     continue
                 if self.cfg.ROLLOUT_ARCHIVE_OLD:
-                    self.exp.store.move(self.layout.rollouts_dir(r), self.layout.archived_rollouts_dir(r))
+                    store.move(self.layout.rollouts_dir(r), self.layout.archived_rollouts_dir(r))
                 else:
-                    self.exp.store.delete(self.layout.rollouts_dir(r))
+                    store.delete(self.layout.rollouts_dir(r))
                 log.info("%s rollouts of round %d", "archived" if self.cfg.ROLLOUT_ARCHIVE_OLD
                          else "removed", r)
+            for entry in store.list(self.layout.submissions_root):
+                r = parse_round_dir(entry.name)
+                if r is not None and r <= cutoff and entry.is_dir:
+                    n = retire_submissions(store, self.layout, r, self.exp.reader)
+                    log.info("retired the %d submission(s) of round %d into %s", n, r,
+                             self.layout.retired_submissions(r))
         except StoreError as exc:
             log.warning("old rounds not retired this time: %s", exc)
 

@@ -2,7 +2,10 @@
 
 The record ``peers/{node_id}.json`` carries a ``beat`` counter that grows at
 every heartbeat. Others judge liveness by seeing it change on their own clock,
-so a node whose clock is minutes off is still judged correctly.
+so a node whose clock is minutes off is still judged correctly. The record is
+written once per heartbeat interval, never more often: a change of phase or
+round waits for the next beat (every write costs a request, and Drive limits
+them per minute).
 
 Two processes with the same NODE_ID racing to start: each creates the marker
 ``.claims/{node_id}.{beat}`` with the store's exclusive create; the loser
@@ -10,11 +13,20 @@ refuses to start (atomic on buckets and local folders, best effort on Drive).
 Otherwise, at start, a node that finds a running
 record of another session watches it; if its beat advances, the newcomer
 refuses to start (``DuplicateNode``). If it does not (the old process died),
-the newcomer takes over. A running node re-reads its record at every beat, and
-before it writes a shared file (``ensure_owner``); once another session has
+the newcomer takes over. A running node checks its record before it writes a
+shared file (``ensure_owner``) and before each beat; once another session has
 taken the record over it stops and writes nothing more -- no rollout,
 submission, checkpoint, log copy or final record -- so a file never keeps two
-writers.
+writers. The check reads the record only when it can have changed hands: a
+takeover needs 2.5 intervals in which the newcomer saw no beat, so a process
+whose own last beat was written less than 1.5 intervals ago still holds the
+node. A frozen process (its last beat is old) therefore always reads first; and
+every ``VERIFY_BEATS`` beats it reads anyway, in case the newcomer's view of
+the folder was stale.
+
+NODE_IDs are unique regardless of case (Drive matches names case-insensitively,
+so ``Alice`` and ``alice`` would share files): a node whose NODE_ID differs from
+a registered one only in case refuses to start.
 """
 
 from __future__ import annotations
@@ -28,12 +40,13 @@ import uuid
 from dataclasses import replace
 
 from rgym_exp.records import PeerRecord, write_record
-from rgym_exp.drive.store import StoreError
+from rgym_exp.drive.store import MountLost, StoreError
 from rgym_exp.waiting import Waiter
 
 log = logging.getLogger(__name__)
-MIN_GAP = 3.0  # seconds: phase changes are written at once, but not more often than this
 MIN_WATCH = 5.0  # seconds a newcomer watches a running record before it may take it over
+FRESH_BEATS = 1.5  # our last beat younger than this many intervals: no takeover can have happened
+VERIFY_BEATS = 4   # ... but read the record at least every this many intervals anyway
 
 
 class DuplicateNode(RuntimeError):
@@ -59,16 +72,30 @@ class Heartbeat:
                                  status="starting", host=socket.gethostname(), pid=os.getpid(),
                                  model=model, started_at=time.time(), interval=interval)
         self._lock = threading.RLock()
-        self._written_at = -float("inf")
+        self._written_at = -float("inf")     # monotonic: our last successful write
+        self._verified_at = -float("inf")    # monotonic: our last read of the record
         self._thread = None
         self._done = threading.Event()
         self.taken_over = threading.Event()
 
     def _read(self):
-        return self.exp.reader.read(PeerRecord, self.path)
+        record = self.exp.reader.read(PeerRecord, self.path)
+        self._verified_at = time.monotonic()
+        return record
+
+    def _check_case(self) -> None:
+        """Refuse a NODE_ID that differs from a registered one only in case."""
+        me = self.record.node_id
+        for entry in self.exp.store.list(self.exp.layout.peers_dir):
+            other = entry.name[:-5] if entry.name.endswith(".json") else ""
+            if other != me and other.casefold() == me.casefold():
+                raise DuplicateNode(
+                    f"NODE_ID {me} differs from the registered node {other} only in case; Drive "
+                    "matches names ignoring case, so both would share files. Use another NODE_ID")
 
     def claim(self) -> None:
         """Register this process as the node's only writer (see module doc)."""
+        self._check_case()
         other = self._read()
         if other is not None and other.session != self.record.session and other.status in (
                 "starting", "running"):
@@ -102,15 +129,12 @@ class Heartbeat:
             self.record.status = "running"
             self.record.updated_at = time.time()
             write_record(self.exp.store, self.path, self.record)
+            self._written_at = time.monotonic()
 
     def update(self, **fields) -> None:
-        """Change what the record says (phase, round, reward...). Written now if the
-        last write is at least MIN_GAP seconds old, else at the next beat."""
+        """Change what the record says (phase, round, reward...); written at the next beat."""
         with self._lock:
             self.record = replace(self.record, **fields)
-            due = time.monotonic() - self._written_at >= MIN_GAP
-        if due and self._thread is not None and not self._done.is_set():
-            self.beat()
 
     def _lost(self, current) -> bool:
         """True (and a stop is requested) if ``current`` shows another session took over."""
@@ -126,10 +150,18 @@ class Heartbeat:
             return True
         return False
 
+    def _may_have_lost(self) -> bool:
+        """Whether the record can have changed hands since we last knew (module doc)."""
+        now = time.monotonic()
+        return (now - self._written_at >= FRESH_BEATS * self.interval
+                or now - self._verified_at >= VERIFY_BEATS * self.interval)
+
     def owns(self) -> bool:
-        """Whether this process still holds NODE_ID (reads the record: one small read)."""
+        """Whether this process still holds NODE_ID (a small read when it may not)."""
         with self._lock:
-            return not self._lost(self._read())
+            if self.taken_over.is_set():
+                return False
+            return not (self._may_have_lost() and self._lost(self._read()))
 
     def ensure_owner(self) -> None:
         """Call before writing a shared file: raises Stopped if this NODE_ID was taken over."""
@@ -138,14 +170,14 @@ class Heartbeat:
 
     def beat(self) -> None:
         with self._lock:
-            if self._lost(self._read()):
-                return
-            self.record.beat += 1
-            self.record.updated_at = time.time()
             try:
+                if not self.owns():
+                    return
+                self.record.beat += 1
+                self.record.updated_at = time.time()
                 write_record(self.exp.store, self.path, self.record)
                 self._written_at = time.monotonic()
-            except StoreError as exc:
+            except (StoreError, MountLost) as exc:   # the main thread stops on a lost mount
                 log.warning("heartbeat not written: %s", exc)
 
     def start(self) -> None:
@@ -161,7 +193,10 @@ class Heartbeat:
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
-            current = self._read()
+            try:
+                current = self._read()
+            except MountLost:
+                return  # nothing can be written either; the node's error says why
             if self.taken_over.is_set() or (current is not None
                                             and current.session != self.record.session):
                 return  # taken over: the file is no longer ours

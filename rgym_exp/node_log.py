@@ -27,7 +27,7 @@ import threading
 import time
 
 from rgym_exp.drive.layout import local_folder
-from rgym_exp.drive.store import StoreError
+from rgym_exp.drive.store import MountLost, StoreError
 from rgym_exp.records import ExperimentInfo
 
 LOG_FILES = ("stdout.log", "metrics.jsonl", "events.jsonl")
@@ -141,10 +141,12 @@ class NodeLogs:
         self._append("events.jsonl", {"time": time.time(), "event": kind, **data})
 
     def flush(self) -> None:
-        """Upload each file that changed since its last upload (only while we own NODE_ID)."""
+        """Upload each file that changed since its last upload (only while we own NODE_ID;
+        that is checked only when something changed: no request when nothing did)."""
         self._handler.flush()
-        if self._owner is None or not self._owner.owns():
+        if self._owner is None:
             return
+        checked = False
         for name in LOG_FILES:
             local = self.path(name)
             if not os.path.exists(local):
@@ -154,10 +156,14 @@ class NodeLogs:
             if self._uploaded.get(name) == key:
                 continue
             try:
+                if not checked:
+                    if not self._owner.owns():
+                        return
+                    checked = True
                 with self._lock:
                     self.exp.store.upload(local, self.exp.layout.log_file(self.node_id, name))
                 self._uploaded[name] = key
-            except StoreError as exc:
+            except (StoreError, MountLost) as exc:
                 logging.getLogger(__name__).warning("log %s not copied to the folder: %s", name, exc)
 
     def start(self, owner) -> None:

@@ -1,7 +1,7 @@
 """`python -m rgym_exp.status`: the swarm at a glance, from the shared folder alone.
 
-Reads the round state and every peer record (one listing of peers/ plus one
-read per node, one listing of the round's submissions) and prints the round,
+Reads the round state and every peer record (rgym_exp/readers.py: one listing of
+peers/ plus one read per node, one listing of the round's submissions) and prints the round,
 its deadline and one row per node: role, model, round, heartbeat age, health,
 last reward, latest held-out accuracy, external groups used, phase. It never imports torch, so it starts
 in well under a second.
@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from rgym_exp.config import Config, default_gdrive_path
-from rgym_exp.drive.layout import Layout, parse_node_file
+from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.backends import check_location, is_local, open_store
 from rgym_exp.drive.store import Store, StoreError
+from rgym_exp.readers import Peers, submitted
 from rgym_exp.records import ExperimentInfo, PeerRecord, RecordReader, RoundState
 
 ENDED = ("finished", "stopped", "failed")
@@ -98,19 +99,15 @@ def take_snapshot(store: Store, experiment: str, heartbeat_interval: float = Con
             snap.deadline_in = (state.deadline - state.updated_at) - (now - state_mtime)
         else:
             snap.deadline_in = state.deadline - now
-        snap.submitted = sorted(n for n in (parse_node_file(e.name) for e in
-                                            store.list(layout.submissions_dir(state.round))) if n)
+        snap.submitted = sorted(submitted(store, layout, state.round))
         snap.waiting_for = [n for n in snap.waiting_for if n not in snap.submitted]  # state lags
     else:
         info = reader.read(ExperimentInfo, layout.experiment_file)
         snap.max_rounds = info.max_rounds if info else None
 
-    for name, mtime in _mtimes(store, layout.peers_dir).items():
-        node = parse_node_file(name)
-        record = reader.read(PeerRecord, layout.peer(node)) if node else None
-        if record is None or record.node_id != node:
-            continue
-        changed = mtime or record.updated_at
+    for node, view in Peers(store, layout, reader).refresh().items():
+        record = view.record
+        changed = view.mtime or record.updated_at
         age = max(0.0, now - changed) if changed else None
         snap.nodes.append(NodeRow(
             node_id=node, role=record.role, model=record.model, round=record.round,

@@ -181,3 +181,51 @@ def test_with_no_worker_for_wait_timeout_the_coordinator_gives_up(drive, tmp_pat
     coord._peers_read_at = -1e18
     with pytest.raises(WaitTimeout, match="no live worker for 501s"):
         coord.tick(state)
+
+
+def test_the_coordinator_reads_peers_from_one_listing_and_only_records_that_changed(drive,
+                                                                                  tmp_path):
+    from tests.test_request_budget import Counting
+    from rgym_exp.records import RecordReader
+    cfg, _ = load_config({"GDRIVE_PATH": drive, "XDG_CONFIG_HOME": str(tmp_path),
+                          "NODE_ID": "coord", "TASKS": "basic_arithmetic", "MAX_ROUNDS": "5",
+                          "HEARTBEAT_INTERVAL": "30", "POLL_INTERVAL": "5"})
+    store = Counting(drive)
+    exp = Experiment(cfg, store, Experiment.open(cfg).layout, RecordReader(store))
+    clock = Clock()
+    coord = Coordinator(cfg, exp, Waiter(1, 10), clock=clock)
+    state = coord.resume_or_start()
+    workers = [f"w{k}" for k in range(20)]
+    for k, w in enumerate(workers):
+        beat(exp, w, 1)
+    store.calls.clear()
+    for tick in range(60):                 # five minutes of ticks, every worker beating
+        clock.now += 5
+        if tick % 6 == 5:
+            for w in workers:
+                beat(exp, w, 2 + tick)
+        state = coord.tick(state)
+    assert coord.live_workers() == set(workers)
+    listings, reads = store.calls[("list", "peers")], store.calls[("read", "peers")]
+    # a listing every half heartbeat; each record read when first seen and about once per
+    # 10 heartbeats (5 min) after, not every look (the old way: 20 x 20 = 400 reads)
+    assert listings == 20 and reads <= 2 * len(workers), (listings, reads)
+    assert store.calls[("write", "state")] <= 2              # waiting_for: at most once a minute
+
+
+def test_retired_rounds_keep_their_submissions_in_one_file_the_report_reads(drive, tmp_path):
+    from rgym_exp.readers import read_retired, retired_rounds
+    from rgym_exp.series import load_series
+    coord, exp, clock = make(drive, tmp_path, ROLLOUT_KEEP_LAST_N_ROUNDS=2, MAX_ROUNDS=10)
+    state = coord.resume_or_start()
+    beat(exp, "w1", 1), beat(exp, "w2", 1)
+    for r in range(6):
+        submit(exp, r, "w1"), submit(exp, r, "w2")
+        state = coord.tick(state)
+    assert state.round == 6
+    kept = sorted(e.name for e in exp.store.list(exp.layout.submissions_root))
+    assert kept == ["round_5", "round_6"]                   # the last 2 rounds
+    assert retired_rounds(exp.store, exp.layout) == [0, 1, 2, 3, 4]
+    assert sorted(read_retired(exp.store, exp.layout, 2)) == ["w1", "w2"]
+    series = load_series(exp.store, exp.layout.experiment)  # no metrics.jsonl: submissions do
+    assert series["w1"].rounds == [0, 1, 2, 3, 4, 5] and series["w1"].source == "submissions"
