@@ -6,6 +6,14 @@ file's size and SHA-256. A checkpoint without a manifest is incomplete; one
 whose files do not match it is corrupt. Restoring walks from the newest
 checkpoint to older ones and says which it skipped and why. Only the last
 CHECKPOINT_KEEP checkpoints are kept.
+
+What a checkpoint holds is CHECKPOINT_MODE (genrl/checkpoint.py): by default the
+weights alone, 0.54 GB for SmolLM2-135M instead of 1.62 GB with float32 AdamW
+moments (``exact``), which a restart of a round every few minutes barely misses
+(bench/checkpoint_restart.py). One is saved every CHECKPOINT_INTERVAL rounds and,
+with CHECKPOINT_MINUTES, also when that long has passed since the last one. Drive
+takes at most 750 GB of uploads per account a day; a node whose checkpoints alone
+would pass that says so once.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import time
 
 from genrl.checkpoint import FILES, load_trainer, save_trainer
 from genrl.rollouts import parse_json
+from rgym_exp.drive.backends import url_scheme
 from rgym_exp.drive.layout import parse_round_dir
 from rgym_exp.drive.store import StoreError
 from rgym_exp.progress import progress
@@ -27,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MAX_CHECKPOINT_FILE = 64 * 1024 ** 3
+DRIVE_DAILY_UPLOAD = 750e9    # bytes one Google account may upload to Drive in a day
 
 
 def sha256_file(path: str) -> str:
@@ -38,9 +48,20 @@ def sha256_file(path: str) -> str:
 
 
 class CheckpointManager:
-    def __init__(self, experiment, node_id: str, staging_dir: str, keep: int):
-        self.exp, self.node_id, self.keep = experiment, node_id, keep
+    def __init__(self, experiment, node_id: str, staging_dir: str, keep: int, mode: str = "exact",
+                 interval: int = 1, minutes: float = 0.0, clock=time.monotonic):
+        self.exp, self.node_id, self.keep, self.mode = experiment, node_id, keep, mode
+        self.interval, self.minutes, self.clock = interval, minutes, clock
         self.staging = staging_dir
+        self.saved_at = clock()          # this process's start counts as a save for CHECKPOINT_MINUTES
+        self._last_upload = None         # (monotonic time, bytes) of the last save
+        self._warned_cap = False
+
+    def due(self, round_: int) -> bool:
+        """Whether to save after finishing ``round_``: every ``interval`` rounds, or when
+        ``minutes`` (if set) have passed since the last save."""
+        return (round_ + 1) % self.interval == 0 or (
+            self.minutes > 0 and self.clock() - self.saved_at >= self.minutes * 60)
 
     def rounds(self) -> list[int]:
         """Checkpoint rounds on the folder, newest first."""
@@ -54,7 +75,7 @@ class CheckpointManager:
         t0 = time.perf_counter()
         local = os.path.join(self.staging, f"round_{round_}")
         shutil.rmtree(local, ignore_errors=True)
-        paths = save_trainer(trainer, local, round_, extra)
+        paths = save_trainer(trainer, local, round_, extra, optimizer=self.mode)
         remote = self.exp.layout.checkpoint_dir(self.node_id, round_)
         manifest = {"round": round_, "created_at": time.time(), "files": {}}
         total = sum(os.path.getsize(p) for p in paths)
@@ -68,9 +89,26 @@ class CheckpointManager:
         before_write()
         self.exp.store.write(f"{remote}/{MANIFEST}", json.dumps(manifest).encode())
         shutil.rmtree(local, ignore_errors=True)
-        log.info("checkpoint saved: round %d, %.1f MB in %.1fs", round_, total / 1e6,
-                 time.perf_counter() - t0)
+        log.info("checkpoint saved: round %d, %.1f MB (%s) in %.1fs", round_, total / 1e6,
+                 self.mode, time.perf_counter() - t0)
+        self._check_upload_rate(total)
         self.prune()
+
+    def _check_upload_rate(self, size: int) -> None:
+        """Warn once when checkpoints at this pace would pass Drive's daily upload cap."""
+        now, last = self.clock(), self._last_upload
+        self.saved_at, self._last_upload = now, (now, size)
+        scheme = url_scheme(self.exp.config.GDRIVE_PATH)
+        if last is None or self._warned_cap or scheme not in (None, "gdrive"):
+            return
+        per_day = size * 86400 / max(now - last[0], 1.0)
+        if per_day > DRIVE_DAILY_UPLOAD:
+            self._warned_cap = True
+            log.warning("checkpoints of %.2f GB every %.0f s would upload %.0f GB a day, past "
+                        "Drive's %.0f GB a day per Google account (every node of the account "
+                        "counts; uploads then fail until the next day): raise "
+                        "CHECKPOINT_INTERVAL or CHECKPOINT_MINUTES, or use CHECKPOINT_MODE=weights",
+                        size / 1e9, now - last[0], per_day / 1e9, DRIVE_DAILY_UPLOAD / 1e9)
 
     def prune(self) -> None:
         for r in self.rounds()[self.keep:]:
@@ -122,7 +160,10 @@ class CheckpointManager:
                 continue
             finally:
                 shutil.rmtree(local, ignore_errors=True)
-            log.info("resumed from checkpoint of round %d", round_)
+            mode = state.get("optimizer", "exact")
+            log.info("resumed from checkpoint of round %d (%s)", round_,
+                     "weights only: the optimizer's moments start afresh" if mode == "weights"
+                     else f"{mode} optimizer state")
             return state
         if touched:  # a failed load may have overwritten part of the model: do not train on it
             raise ValueError(f"no checkpoint of {self.node_id} fits this model ({touched}); was "

@@ -91,7 +91,9 @@ class Worker:
                  time.perf_counter() - t0, policy.device, str(policy.compute_dtype).split(".")[-1])
         self.trainer = GRPOTrainer(policy, grpo_config(cfg))
         staging = os.path.join(os.path.dirname(self.logs.local), "checkpoint-staging")
-        self.checkpoints = CheckpointManager(self.exp, self.node, staging, cfg.CHECKPOINT_KEEP)
+        self.checkpoints = CheckpointManager(self.exp, self.node, staging, cfg.CHECKPOINT_KEEP,
+                                             cfg.CHECKPOINT_MODE, cfg.CHECKPOINT_INTERVAL,
+                                             cfg.CHECKPOINT_MINUTES)
         state = self.checkpoints.restore(self.trainer)
         if state is not None:
             self.last_done = self.last_checkpoint = int(state["round"])
@@ -145,7 +147,7 @@ class Worker:
                     continue
                 self.run_round(state.round)
                 self.last_done = state.round
-                if (self.last_done + 1) % self.cfg.CHECKPOINT_INTERVAL == 0:
+                if self.checkpoints.due(self.last_done):
                     self.save_checkpoint()
             if self.last_done > self.last_checkpoint:
                 self.save_checkpoint()
