@@ -1,9 +1,13 @@
-"""The one entry point: ``python -m rgym_exp.runner.swarm_launcher``.
+"""The one entry point: ``python -m rgym_exp.runner.swarm_launcher [--restart]``.
 
 Environment -> configuration -> coordinator | worker | local swarm. Exit codes:
 0 finished; 1 failed (see the log); 2 bad setting or refused start (the message
 says which setting); 3 gave up waiting for the swarm; 4 another process took
 over this NODE_ID; 130 stopped by Ctrl-C / SIGTERM.
+
+``--restart``: run a coordinator or worker under supervision: started again with
+the same NODE_ID when it fails (not after exit 2 or 4), with a growing pause, at
+most RESTART_LIMIT times in a row (rgym_exp/swarm.py). NODE_ROLE=swarm always does.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ log = logging.getLogger("rgym_exp")
 
 
 def run_node(cfg) -> int:
-    from rgym_exp.drive.store import StoreError
+    from rgym_exp.drive.store import MountLost, StoreError
     from rgym_exp.experiment import Experiment, ExperimentMismatch
     from rgym_exp.heartbeat import DuplicateNode
     from rgym_exp.node_log import NodeLogs
@@ -67,6 +71,9 @@ def run_node(cfg) -> int:
     except StoreError as exc:
         log.error("shared folder error: %s", exc)
         return 1
+    except MountLost as exc:
+        log.error("%s", exc)
+        return 1
     except Exception as exc:  # noqa: BLE001 - the log must say what killed the node
         from genrl.models import ModelLoadError
         if isinstance(exc, ModelLoadError):
@@ -83,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip() + "\n\n" + help_text())
         return 0
+    restart = "--restart" in argv
+    argv = [a for a in argv if a != "--restart"]
     if argv:
         print(f"error: unexpected arguments {argv}: settings are environment variables "
-              "(see --help)", file=sys.stderr)
+              "(only --restart is an option; see --help)", file=sys.stderr)
         return 2
     try:
         cfg, notes = load_config()
@@ -107,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
                  cfg.NUM_WORKERS, cfg.GDRIVE_PATH, cfg.EXPERIMENT_NAME)
         log.info("settings:\n%s", "\n".join(f"  {k} = {v}" for k, v in cfg.effective().items()))
         return Swarm(cfg).run()
+    if restart:
+        from rgym_exp.swarm import supervise
+        log.info("%s %s under supervision: restarted after a failure, at most %d times in a row",
+                 cfg.NODE_ROLE, cfg.NODE_ID, cfg.RESTART_LIMIT)
+        return supervise(cfg)
     return run_node(cfg)
 
 
