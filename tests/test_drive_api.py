@@ -506,6 +506,16 @@ def test_a_token_that_cannot_be_refreshed_is_a_clear_permanent_error():
     assert "credentials do not work" in str(err) and "GDRIVE_CREDENTIALS" in str(err)
 
 
+def test_a_transient_error_on_the_first_request_is_retried_not_fatal(fake):
+    # CI saw a coordinator exit 2 at start-up: the folder check was the one request outside
+    # the retry layer, and a 503 on it stopped the node
+    fake.fail(503, kind="files.get")
+    store = open_api(fake)
+    assert store.calls["files.get"] == 2
+    store.write("a.json", b"{}")
+    assert store.read("a.json", 100) == b"{}"
+
+
 def test_rejected_credentials_and_unshared_folders_are_clear(fake):
     fake.fail(401, "authError", kind="files.get")
     with pytest.raises(StoreError, match="rejected the credentials"):

@@ -57,8 +57,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from rgym_exp.drive.drive_auth import (DriveError, Step, about, classify, connect, epoch, quote)
-from rgym_exp.drive.store import (Entry, StoreError, TooLarge, TransientStoreError, check_path,
-                                  conflict_original, visible_entries)
+from rgym_exp.drive.store import (Entry, RetryingStore, StoreError, TooLarge, TransientStoreError,
+                                  check_path, conflict_original, visible_entries)
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class DriveApiStore:
                              "end of the folder's address (drive.google.com/drive/folders/<id>)")
         service, http, who = connect(credentials, endpoint)
         store = cls(service, root, http, who, **options)
-        store.check_root()
+        RetryingStore(store).check_root()   # the first request is retried like all others
         return store
 
     def check_root(self) -> None:

@@ -35,8 +35,8 @@ import threading
 from datetime import datetime
 from typing import Optional
 
-from rgym_exp.drive.store import (Entry, StoreError, TooLarge, TransientStoreError, check_path,
-                                  visible_name)
+from rgym_exp.drive.store import (Entry, RetryingStore, StoreError, TooLarge, TransientStoreError,
+                                  check_path, visible_name)
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class FsspecStore:
         options.setdefault("skip_instance_cache", True)
         store = cls(fs_class(**options) if protocol != "memory" else fs_class(), url, root,
                     protocol)
-        store.check_root()
+        RetryingStore(store).check_root()   # the first request is retried like all others
         return store
 
     def check_root(self) -> None:

@@ -405,6 +405,11 @@ class RetryingStore:
                             self.attempts - 1, delay)
                 self.sleep(delay)
 
+    def check_root(self):
+        """The backend's start-up check (the folder or bucket is there), retried like any
+        operation: one 503 on the very first request must not stop a node."""
+        return self._call("check_root")
+
     def read(self, path, max_bytes):
         return self._call("read", path, max_bytes)
 
