@@ -119,6 +119,39 @@ def measures(folder: str, name: str) -> dict:
             "nodes": len(series)}
 
 
+MECHANICS = (  # (column, metrics.jsonl key, how a round's value becomes the column's)
+    ("local groups with signal", "local/with_signal", "share of local/groups"),
+    ("J filled", "external/used", "share of J"),
+    ("age of external groups (rounds)", "external/age_mean", "mean"),
+    ("waited for peers (s)", "external/wait_s", "mean"),
+    ("round (s)", "time/round_s", "mean"))
+
+
+def mechanics(folder: str, name: str, J: int) -> dict:
+    """What happened inside the runs, from every worker's metrics.jsonl: the share of
+    local groups with signal, how full J was, the age of the external groups used, the
+    wait for peers and the round time, each a mean over all rounds of all workers."""
+    import glob
+    values = {column: [] for column, _, _ in MECHANICS}
+    for path in glob.glob(os.path.join(folder, "experiments", name, "logs", "*", "metrics.jsonl")):
+        with open(path) as fh:
+            for line in fh:
+                m = json.loads(line)
+                if "local/groups" not in m:     # not a round record
+                    continue
+                for column, key, how in MECHANICS:
+                    v = m.get(key)
+                    if v is None:
+                        continue
+                    if how == "share of local/groups":
+                        v = v / m["local/groups"] if m["local/groups"] else None
+                    elif how == "share of J":
+                        v = v / J if J else None
+                    if v is not None:
+                        values[column].append(float(v))
+    return {c: float(np.mean(v)) if v else math.nan for c, v in values.items()}
+
+
 def fmt(mean: float, half: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ± {half:.{digits}f}")
 
@@ -154,6 +187,18 @@ def compare(args) -> int:
                      digits=2 if k == "cumulative" else 3)
                  for k in ("cumulative", "eval_last", "eval_auc")]
         lines.append(f"| {c} | {len(pairs)} | " + " | ".join(cells) + " |")
+    lines += ["", "Inside the runs (mean over every worker's rounds, then over seeds):", "",
+              "| configuration | " + " | ".join(c for c, _, _ in MECHANICS) + " |",
+              "|---|" + "---:|" * len(MECHANICS)]
+    for c in configs:
+        J = int(sweep["configs"][c].get("NUM_TRANSPLANT_TREES", 4))
+        runs = [mechanics(os.path.join(args.out, run_name(c, s)), run_name(c, s), J)
+                for s in got[c]]
+        cells = []
+        for col, _, _ in MECHANICS:
+            seen = [r[col] for r in runs if not math.isnan(r[col])]
+            cells.append(f"{np.mean(seen):.2f}" if seen else "n/a")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     figures = plot(got, args.out)
     with open(os.path.join(args.out, "comparison.md"), "w") as fh:

@@ -36,7 +36,10 @@ def fake_run(out, config, seed, rewards, accuracy):
         node = f"{name}-w{k + 1}"
         store.write(f"{layout}/peers/{node}.json", to_json(PeerRecord(node, "worker", "s", 1, "finished")))
         lines = [{"round": r, "reward/mean": v, **({"eval/accuracy": accuracy[r // 2]}
-                                                   if r % 2 == 0 else {})}
+                                                   if r % 2 == 0 else {}),
+                  "local/groups": 4, "local/with_signal": k + 1,      # 1 of 4 and 2 of 4
+                  "external/used": 1, "external/age_mean": 0.5 if k else None,
+                  "external/wait_s": 2.0, "time/round_s": 30.0}
                  for r, v in enumerate(series)]
         store.write(f"{layout}/logs/{node}/metrics.jsonl",
                     "".join(json.dumps(x) + "\n" for x in lines).encode())
@@ -61,6 +64,12 @@ def test_compare_reads_the_folders_and_pairs_configurations_by_seed(tmp_path, ca
     assert rows["sapo"][4] == f"{sapo_last[0]:.3f} ± {sapo_last[1]:.3f}"
     diff = [line for line in text.splitlines() if line.startswith("| sapo | 3 |")]
     assert diff and diff[0].split("|")[3].strip() == "0.50 ± 0.00"   # paired difference
+    inside = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+              for line in text.split("Inside the runs")[1].splitlines()[4:] if line.startswith("| ")}
+    # signal 1.5 of 4 local groups; 1 external group of J=2 (base: J=0, no fill rate); the
+    # age is the mean of the rounds that used a group (node 1 reports none)
+    assert inside["sapo"] == ["0.38", "0.50", "0.50", "2.00", "30.00"]
+    assert inside["base"][1] == "n/a"
     for name in ("heldout_accuracy.png", "cumulative_reward.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0
 
