@@ -120,6 +120,8 @@ class Heartbeat:
                          other.node_id)
         with self._lock:
             self.record.beat = (other.beat + 1) if other is not None else 0
+            if other is not None and other.role == self.record.role:
+                self.record.used_from = other.used_from   # credit tallies go on (credit.py)
             marker = self.exp.layout.claim(self.record.node_id, self.record.beat)
             if not self.exp.store.create_exclusive(marker, self.record.session.encode()):
                 raise DuplicateNode(

@@ -80,6 +80,8 @@ class PeerRecord:
     last_eval: Optional[float] = None    # latest held-out accuracy
     started_at: float = 0.0
     interval: float = 0.0               # seconds between its heartbeats (others watch that long)
+    used_from: dict = field(default_factory=dict)  # peer groups trained on: origin -> [groups,
+    #                                     sum of their mean rewards] (rgym_exp/credit.py)
 
 
 @dataclass

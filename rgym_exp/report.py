@@ -10,7 +10,10 @@ sees the folder. Writes, under ``--out``:
 * ``cumulative_reward.png``: each node's cumulative reward and the swarm mean's;
 * ``heldout_accuracy.png``: each node's held-out accuracy (EVAL_INTERVAL) and the
   swarm mean;
-* ``report.md``: the summary table (also printed).
+* ``report.md``: the summary table and the credit table (also printed): per node, how
+  many of its groups the others trained on, by how many nodes and with what mean reward,
+  beside its own mean reward and latest held-out accuracy, recounted from every
+  submission (rgym_exp/credit.py).
 
 ``--compare EXP1 EXP2 ...`` puts the smoothed swarm-mean curves of several
 experiments on one axis (as in the SAPO paper's figure 2) and tables them, each
@@ -30,6 +33,7 @@ import os
 import sys
 from typing import Optional
 
+from rgym_exp.credit import leaderboard, markdown_table as credit_table, read_credit
 from rgym_exp.drive.backends import is_local
 from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.store import Store, StoreError
@@ -105,7 +109,7 @@ def main(argv: Optional[list] = None) -> int:
     out = args.out or (os.path.join(first_out, "compare") if args.compare else first_out)
     os.makedirs(out, exist_ok=True)
     rows = compare_rows([summarize(label, s) for label, s in experiments.items()])
-    written = []
+    written, credit = [], ""
     if args.compare:
         plot_compare(experiments, os.path.join(out, "compare.png"), args.window)
         written.append("compare.png")
@@ -126,11 +130,20 @@ def main(argv: Optional[list] = None) -> int:
             plot_eval(series, os.path.join(out, "heldout_accuracy.png"),
                       f"{first_name}: held-out accuracy")
             written.append("heldout_accuracy.png")
+        try:
+            credit = credit_table(leaderboard(read_credit(resolved[0][1], Layout(first_name)),
+                                              series))
+        except StoreError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        credit = f"## Credit: whose groups the swarm trained on\n\n{credit}\n\n"
     table = markdown_table(rows)
     with open(os.path.join(out, "report.md"), "w") as fh:
-        fh.write(f"# Report: {', '.join(experiments)}\n\n{table}\n\n"
+        fh.write(f"# Report: {', '.join(experiments)}\n\n{table}\n\n{credit}"
                  + "".join(f"![{name}]({name})\n" for name in written))
     print(table)
+    if credit:
+        print("\n" + credit.rstrip())
     print(f"\nwrote {', '.join(written + ['report.md'])} to {out}")
     return 0
 

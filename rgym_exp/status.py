@@ -3,8 +3,10 @@
 Reads the round state and every peer record (rgym_exp/readers.py: one listing of
 peers/ plus one read per node, one listing of the round's submissions) and prints the round,
 its deadline and one row per node: role, model, round, heartbeat age, health,
-last reward, latest held-out accuracy, external groups used, phase. It never imports torch, so it starts
-in well under a second.
+last reward, latest held-out accuracy, external groups used, how many of its groups the
+other nodes trained on and their mean reward (credit: the workers' running tallies in
+their peer records, rgym_exp/credit.py; no extra request), phase. It never imports torch,
+so it starts in well under a second.
 
 Heartbeat age is measured on one clock where possible: the peer file's
 modification time in the store listing (else the writer's ``updated_at``)
@@ -29,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from rgym_exp.config import Config, default_gdrive_path
+from rgym_exp.credit import from_peers
 from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.backends import check_location, is_local, open_store
 from rgym_exp.drive.store import Store, StoreError
@@ -51,6 +54,8 @@ class NodeRow:
     phase: str
     host: str = ""
     last_eval: Optional[float] = None   # latest held-out accuracy
+    used_by_peers: Optional[int] = None  # its groups other nodes trained on (credit.py)
+    used_reward: Optional[float] = None  # their mean reward
 
 
 @dataclass
@@ -105,7 +110,8 @@ def take_snapshot(store: Store, experiment: str, heartbeat_interval: float = Con
         info = reader.read(ExperimentInfo, layout.experiment_file)
         snap.max_rounds = info.max_rounds if info else None
 
-    for node, view in Peers(store, layout, reader).refresh().items():
+    views = Peers(store, layout, reader).refresh()
+    for node, view in views.items():
         record = view.record
         changed = view.mtime or record.updated_at
         age = max(0.0, now - changed) if changed else None
@@ -114,6 +120,12 @@ def take_snapshot(store: Store, experiment: str, heartbeat_interval: float = Con
             heartbeat_age=age, health=health(record, age, heartbeat_interval, peer_timeout),
             last_reward=record.last_reward, external_used=record.external_used,
             phase=record.phase, host=record.host, last_eval=record.last_eval))
+    credit = from_peers({n: v.record for n, v in views.items()})
+    for row in snap.nodes:
+        if row.role == "worker":
+            got = credit.get(row.node_id)
+            row.used_by_peers = got.used_by_others if got else 0
+            row.used_reward = got.reward_mean if got else None
     snap.nodes.sort(key=lambda n: (n.role != "coordinator", n.node_id))
     snap.unreadable = reader.unreadable
     return snap
@@ -157,14 +169,16 @@ def render(snap: Snapshot) -> str:
         lines.append(f"submitted round {snap.round}: {', '.join(snap.submitted) or '-'}; "
                      f"waiting for: {', '.join(snap.waiting_for) or '-'}")
     header = ("NODE", "ROLE", "MODEL", "ROUND", "HEARTBEAT", "HEALTH", "REWARD", "HELD-OUT",
-              "EXT USED", "PHASE")
+              "EXT USED", "USED BY PEERS", "THEIR REWARD", "PHASE")
     rows = [header] + [(
         n.node_id, n.role, short_model(n.model) if n.model else "-",
         str(n.round) if n.round >= 0 else "-",
         f"{duration(n.heartbeat_age)} ago" if n.heartbeat_age is not None else "-", n.health,
         f"{n.last_reward:.3f}" if n.last_reward is not None else "-",
         f"{n.last_eval:.3f}" if n.last_eval is not None else "-",
-        str(n.external_used) if n.external_used is not None else "-", n.phase or "-")
+        str(n.external_used) if n.external_used is not None else "-",
+        str(n.used_by_peers) if n.used_by_peers is not None else "-",
+        f"{n.used_reward:.3f}" if n.used_reward is not None else "-", n.phase or "-")
         for n in snap.nodes]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]

@@ -56,13 +56,15 @@ def test_every_node_has_a_row_with_its_role_round_and_last_reward(swarm, tiny_ll
     assert table["coord"][1:3] == ["coordinator", "-"]
     for node in ("w1", "w2"):
         last = metrics(swarm, node)[-1]
-        _, role, model, round_, _age, health, reward, heldout, used, _phase = table[node]
+        _, role, model, round_, _age, health, reward, heldout, used, used_by, their, _phase = \
+            table[node]
         assert (role, model, health) == ("worker", os.path.basename(tiny_llama), "finished")
         assert int(round_) == last["round"] == 2
         assert reward == f"{last['reward/mean']:.3f}"
         evals = [m["eval/accuracy"] for m in metrics(swarm, node) if "eval/accuracy" in m]
         assert heldout == f"{evals[-1]:.3f}"               # the latest evaluation (round 0)
         assert int(used) == last["external/used"]
+        assert (used_by, their) == ("0", "-")   # credit: no group of a random model has signal
     assert "round 2 of 3: finished" in text
 
 
