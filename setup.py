@@ -23,7 +23,12 @@ setup(
     extras_require={  # buckets (docs/OBJECT_STORES.md): exclusive writes need these versions
         "gcs": ["fsspec>=2025.2.0", "gcsfs>=2025.2.0"],
         "s3": ["fsspec>=2025.2.0", "s3fs>=2025.2.0"],
-        "dev": ["pytest>=7", "hypothesis>=6.80", "s3fs>=2025.2.0", "moto[server]>=5.1"],
+        # REPORT_TO's trackers (rgym_exp/trackers.py, docs/TAKEHOME.md)
+        "tensorboard": ["tensorboardX>=2.6"],
+        "wandb": ["wandb>=0.17"],
+        "trackio": ["trackio>=0.2"],
+        "dev": ["pytest>=7", "hypothesis>=6.80", "s3fs>=2025.2.0", "moto[server]>=5.1",
+                "tensorboardX>=2.6"],
     },
     entry_points={"console_scripts": ["rl-swarm=rgym_exp.runner.swarm_launcher:main"]},
 )

@@ -157,8 +157,9 @@ class Config:
     DEVICE: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     DTYPE: str = setting("auto", "compute dtype: auto (bf16 GPU, fp16 old GPU, fp32 CPU)",
                          choices=("auto", "float32", "bfloat16", "float16"))
-    HUGGINGFACE_ACCESS_TOKEN: str = setting("", "token for gated or private hub models "
-                                            "(only used to download MODEL_NAME)", secret=True)
+    HUGGINGFACE_ACCESS_TOKEN: str = setting("", "Hugging Face token: downloads gated or "
+                                            "private MODEL_NAMEs and, with write access, pushes "
+                                            "to HUB_REPO_ID", secret=True)
     # --- storage and logs -----------------------------------------------------------------
     CHECKPOINT_INTERVAL: int = setting(10, "save a checkpoint every this many rounds (and at the "
                                        "end)", min=1, group="storage")
@@ -199,6 +200,27 @@ class Config:
                              choices=("DEBUG", "INFO", "WARNING", "ERROR"), group="storage")
     CACHE_DIR: str = setting("~/.cache/rl-swarm", "local scratch: log buffers, checkpoint "
                              "staging", group="storage")
+    # --- what a user takes home (rgym_exp/takehome.py) ---------------------------------------
+    EXPORT_AT_END: bool = setting(False, "at the end of the run, write this worker's model as a "
+                                  "standard Hugging Face model directory (weights, config, "
+                                  "tokenizer, model card) to exports/{NODE_ID}/ in the experiment "
+                                  "folder; any checkpoint exports later with python -m "
+                                  "rgym_exp.export", group="outputs")
+    HUB_REPO_ID: str = setting("", "push this worker's model to this Hugging Face model repository "
+                               "(user/name; {node} becomes NODE_ID, needed when several workers "
+                               "share the setting), created private if absent; needs "
+                               "HUGGINGFACE_ACCESS_TOKEN with write access, else one log line and "
+                               "no push; empty: no push", group="outputs")
+    HUB_PUSH_INTERVAL: int = setting(10, "with HUB_REPO_ID: push every this many rounds (a push "
+                                     "due under 30 s after the last one waits for the next: the "
+                                     "Hub allows 128 commits per hour per repository) and at the "
+                                     "end (docs/TAKEHOME.md)", min=1, group="outputs")
+    REPORT_TO: str = setting("none", "also log each round's metrics, under metrics.jsonl's names, "
+                             "to tensorboard, wandb and/or trackio (comma-separated, TRL's "
+                             "report_to); each is an extra: pip install .[tensorboard] etc.; all "
+                             "work offline (TensorBoard files copied to logs/{NODE_ID}/tensorboard, "
+                             "W&B offline without WANDB_API_KEY, trackio's local store; "
+                             "docs/TAKEHOME.md)", group="outputs")
     FAULTS: str = setting("", "testing only: inject storage faults, e.g. io_error=0.1,stale=0.2,"
                           "delay=2,partial=0.05,conflict=0.05,slow_list=0.5,seed=1 (see "
                           "rgym_exp/drive/faults.py, docs/RELIABILITY.md)", group="storage")
@@ -326,12 +348,44 @@ def load_config(environ: Mapping[str, str] = os.environ) -> tuple[Config, list[s
                                                                     values["DEVICE"]):
         raise ConfigError(f"DEVICE={values['DEVICE']!r} is not valid: allowed are auto, cpu, "
                           "cuda, cuda:N, mps")
+    if "REPORT_TO" in values:
+        values["REPORT_TO"] = check_report_to(values["REPORT_TO"])
+    if values.get("HUB_REPO_ID"):
+        check_hub_repo(values["HUB_REPO_ID"], values)
     config = Config(**values)
     if config.ROLLOUT_CLEANUP_ENABLED and config.ROLLOUT_KEEP_LAST_N_ROUNDS <= config.MAX_STALENESS:
         raise ConfigError(f"ROLLOUT_KEEP_LAST_N_ROUNDS={config.ROLLOUT_KEEP_LAST_N_ROUNDS} must be "
                           f"> MAX_STALENESS={config.MAX_STALENESS}, or workers would look for "
                           "rounds already removed")
     return config, notes
+
+
+TRACKERS = ("tensorboard", "wandb", "trackio")
+HUB_REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+
+
+def check_report_to(raw: str) -> str:
+    """REPORT_TO normalised ('none' or a comma list of TRACKERS); ConfigError otherwise."""
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    if not names or names == ["none"]:
+        return "none"
+    bad = [n for n in names if n not in TRACKERS]
+    if bad:
+        raise ConfigError(f"REPORT_TO={raw!r} is not valid: {', '.join(bad)} unknown; allowed are "
+                          f"none or a comma-separated list of {', '.join(TRACKERS)}")
+    return ",".join(dict.fromkeys(names))
+
+
+def check_hub_repo(repo: str, values: Mapping[str, Any]) -> None:
+    """HUB_REPO_ID must name one model repository per worker (see its help)."""
+    node = values.get("NODE_ID") or "node"
+    if not HUB_REPO_RE.fullmatch(repo.replace("{node}", node)):
+        raise ConfigError(f"HUB_REPO_ID={repo!r} is not valid: expected user/name (letters, digits, "
+                          "'.', '_', '-'; {node} is replaced by NODE_ID)")
+    if (values.get("NODE_ROLE", Config.NODE_ROLE) == "swarm" and "{node}" not in repo
+            and values.get("NUM_WORKERS", Config.NUM_WORKERS) > 1):
+        raise ConfigError(f"HUB_REPO_ID={repo!r} would have {values.get('NUM_WORKERS', 2)} workers "
+                          "push to one repository: put {node} in it, e.g. user/smollm2-swarm-{node}")
 
 
 def markdown_table() -> str:
@@ -352,7 +406,7 @@ def markdown_table() -> str:
 
 def help_text() -> str:
     lines = ["RL Swarm settings (environment variables):", ""]
-    for group in ("swarm", "learning", "storage"):
+    for group in ("swarm", "learning", "storage", "outputs"):
         lines.append(f"[{group}]")
         for name, f in SETTINGS.items():
             if f.metadata["group"] != group:

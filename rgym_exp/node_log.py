@@ -47,9 +47,8 @@ def setup_console_logging(level: str, node_id: str) -> None:
     handler.setFormatter(logging.Formatter(LOG_FORMAT.format(node=node_id), "%H:%M:%S"))
     handler._rl_swarm = True
     root.addHandler(handler)
-    for noisy in ("httpx", "urllib3", "googleapiclient", "filelock", "datasets", "transformers",
-                  "matplotlib",
-                  "huggingface_hub"):
+    for noisy in ("httpx", "httpx2", "urllib3", "googleapiclient", "filelock", "datasets",
+                  "transformers", "matplotlib", "huggingface_hub"):   # httpx2: huggingface_hub 2's
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # the Drive store logs each retry itself; the client's own warning would say it twice
     logging.getLogger("googleapiclient.http").setLevel(logging.ERROR)

@@ -38,6 +38,7 @@ from rgym_exp.heartbeat import Heartbeat
 from rgym_exp.node_log import NodeLogs
 from rgym_exp.progress import progress
 from rgym_exp.records import RoundState, StateTracker, Submission, write_record
+from rgym_exp.takehome import TakeHome
 from rgym_exp.waiting import Stopped, Waiter
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Worker:
         self.eval_set = EvalSet(self.source.eval_set(config.EVAL_QUESTIONS, EVAL_SEED)) \
             if config.EVAL_INTERVAL else None      # also keeps these questions out of training
         self.evaluated = False                      # this process has not evaluated yet
+        self.takehome = TakeHome(config, experiment, self.heartbeat, os.path.dirname(logs.local))
 
     # --- start-up -------------------------------------------------------------------
 
@@ -99,6 +101,7 @@ class Worker:
             self.last_done = self.last_checkpoint = int(state["round"])
             if self.curriculum is not None and isinstance(state.get("curriculum"), dict):
                 self.curriculum.restore(state["curriculum"])
+        self.takehome.start(self.trainer)       # trackers, Hub write check, credit tally
         self.logs.event("started", model=policy.description, resumed_round=self.last_done)
 
     def save_checkpoint(self) -> None:
@@ -151,6 +154,7 @@ class Worker:
                     self.save_checkpoint()
             if self.last_done > self.last_checkpoint:
                 self.save_checkpoint()
+            self.takehome.at_end(self.last_done)    # EXPORT_AT_END, the final Hub push
             log.info("experiment finished; this worker did rounds up to %d", self.last_done)
             self.logs.event("finished", round=self.last_done)
             status = "finished"
@@ -163,6 +167,7 @@ class Worker:
                 self.save_checkpoint()  # nothing learned is lost on a clean stop
             raise
         finally:
+            self.takehome.close()
             self.heartbeat.close(status)
 
     # --- one round ----------------------------------------------------------------------
@@ -305,6 +310,7 @@ class Worker:
         self.heartbeat.ensure_owner()
         write_record(self.exp.store, self.exp.layout.submission(R, self.node), submission)
         self.logs.metric({**metrics, "time": time.time()})
+        self.takehome.after_round(R, metrics, submission.external)  # credit, trackers, Hub
         self.exchange.recalled.add(R)          # this round's used groups are in memory already
         self.heartbeat.update(last_reward=metrics["reward/mean"],
                               external_used=metrics["external/used"],

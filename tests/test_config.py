@@ -196,3 +196,29 @@ def test_plain_paths_drive_and_bucket_urls_are_accepted_and_routed_to_their_stor
         assert cfg.GDRIVE_PATH == url and BACKENDS[url_scheme(url)].endswith(f":{store}")
     cfg, _ = load_config(env(tmp_path, GDRIVE_PATH=str(tmp_path / "a:b")))   # a colon in a name
     assert cfg.GDRIVE_PATH == str(tmp_path / "a:b")
+
+
+@pytest.mark.parametrize("raw, normal", [("none", "none"), ("", "none"),
+                                         ("TensorBoard, wandb", "tensorboard,wandb"),
+                                         ("trackio,trackio", "trackio")])
+def test_report_to_is_a_comma_list_of_trackers(tmp_path, raw, normal):
+    assert load_config(env(tmp_path, REPORT_TO=raw))[0].REPORT_TO == normal
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("REPORT_TO", "tensorboard,mlflow", "REPORT_TO='tensorboard,mlflow' is not valid: mlflow "
+     "unknown; allowed are none or a comma-separated list of tensorboard, wandb, trackio"),
+    ("HUB_REPO_ID", "just-a-name", "HUB_REPO_ID='just-a-name' is not valid: expected user/name"),
+    ("HUB_REPO_ID", "user/a b", "HUB_REPO_ID='user/a b' is not valid"),
+    ("HUB_REPO_ID", "user/swarm", "HUB_REPO_ID='user/swarm' would have 2 workers push to one "
+     "repository: put {node} in it")])
+def test_takehome_settings_refuse_bad_values_naming_the_setting(tmp_path, name, value, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(env(tmp_path, **{name: value}))
+    assert message in str(err.value)
+
+
+def test_one_worker_may_push_to_a_plain_repository_and_node_fills_in_the_node_id(tmp_path):
+    assert load_config(env(tmp_path, HUB_REPO_ID="user/swarm", NODE_ROLE="worker"))[0]
+    cfg, _ = load_config(env(tmp_path, HUB_REPO_ID="user/swarm-{node}", NODE_ID="my-laptop"))
+    assert cfg.HUB_REPO_ID == "user/swarm-{node}"

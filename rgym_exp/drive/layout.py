@@ -13,7 +13,10 @@
       retired/round_{R}.json                coordinator, when it retires round R: the round's
                                             submissions in one file (then the folder goes)
       checkpoints/{node_id}/round_{R}/      each worker its own checkpoints
-      logs/{node_id}/                       stdout.log, metrics.jsonl, events.jsonl
+      logs/{node_id}/                       stdout.log, metrics.jsonl, events.jsonl (and
+                                            tensorboard/ event files with REPORT_TO=tensorboard)
+      exports/{node_id}/                    each worker its own: its model as a standard Hugging
+                                            Face directory, at the end (EXPORT_AT_END)
       archive/rollouts/round_{R}/           old rounds, when ROLLOUT_ARCHIVE_OLD is on
       report/                               derived plots and tables (python -m rgym_exp.report);
                                             anyone may regenerate it, so it has no single writer
@@ -156,6 +159,9 @@ class Layout:
 
     def log_file(self, node: str, name: str) -> str:
         return f"{self.logs_dir(node)}/{name}"
+
+    def export_dir(self, node: str) -> str:
+        return f"{self.root}/exports/{check_name('NODE_ID', node)}"
 
     @property
     def report_dir(self) -> str:
