@@ -226,3 +226,16 @@ def test_status_shows_each_workers_credit_from_the_peer_records(run):
             1 for r in (0, 1) for _ in read_json(os.path.join(
                 run.exp, "submissions", f"round_{r}", f"{node}.json"))["external"])
 
+
+# --- the doctor against this experiment -----------------------------------------------------
+
+def test_the_doctor_checks_settings_against_the_experiment(run):
+    from rgym_exp.doctor import run_checks
+    env = node_env(run.drive, run.model, str(run.root / "home"), MAX_ROUNDS=2, EVAL_INTERVAL=1,
+                   EVAL_QUESTIONS=4, NODE_ROLE="worker", NODE_ID="w3")
+    checks = {c.name: c for c in run_checks(env)}
+    assert checks["experiment"].level == "ok", checks["experiment"].line()
+    assert "shared settings match experiment.json" in checks["experiment"].message
+    other = {c.name: c for c in run_checks(dict(env, SEED="7"))}["experiment"]
+    assert other.level == "error"
+    assert "SEED=7 (experiment: 42)" in other.message and "EXPERIMENT_NAME" in other.fix

@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_console_logging(cfg.LOG_LEVEL, cfg.NODE_ID)
     for note in notes:
         (log.warning if "did you mean" in note else log.info)(note)
+    from rgym_exp.doctor import quick_check
+    if not quick_check(log):    # extras, folder...: fails in a second, not minutes in
+        return 2
     if cfg.NODE_ROLE == "swarm":
         from rgym_exp.experiment import question_source
         from rgym_exp.swarm import Swarm
