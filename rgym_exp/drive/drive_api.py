@@ -283,18 +283,25 @@ class DriveApiStore:
         if latest is not None and (latest == "" or meta.get("modifiedTime", "") < latest):
             if latest == "":
                 return None
-            fid = meta["id"]
-            try:
-                meta = self._call(path, "files.get", lambda: self.files.get(
-                    fileId=fid, fields=META + ",trashed", **ALL_DRIVES))
-            except DriveError as exc:
-                if exc.status != 404:
-                    raise
-                meta = None
-            if meta is None or meta.get("trashed"):
-                self._saw(gone_id=fid)
+            meta = self._get_live(path, meta["id"])
+            if meta is None:
                 return None
         self._saw(meta)
+        return meta
+
+    def _get_live(self, path: str, fid: str) -> Optional[dict]:
+        """The metadata of file ``fid`` by one files.get (which sees changes at once), or
+        None when it is deleted or trashed: then remembered as gone for good."""
+        try:
+            meta = self._call(path, "files.get", lambda: self.files.get(
+                fileId=fid, fields=META + ",trashed", **ALL_DRIVES))
+        except DriveError as exc:
+            if exc.status != 404:
+                raise
+            meta = None
+        if meta is None or meta.get("trashed"):
+            self._saw(gone_id=fid)
+            return None
         return meta
 
     def _saw(self, meta: Optional[dict] = None, gone_id: str = "") -> None:
@@ -331,17 +338,9 @@ class DriveApiStore:
             return None
         if self._clock() - when < self.poll_s:
             return [last]
-        try:
-            meta = self._call(path, "files.get", lambda: self.files.get(
-                fileId=fid, fields=META + ",trashed", **ALL_DRIVES))
-        except DriveError as exc:
-            if exc.status != 404:
-                raise
-            meta = None
-        if meta is None or meta.get("trashed"):
-            self._saw(gone_id=fid)
+        meta = self._get_live(path, fid)
         folder, name = split(path)
-        if meta is None or meta.get("trashed") or meta.get("name") != name or not (
+        if meta is None or meta.get("name") != name or not (
                 set(meta.get("parents") or ()) & set(self._folder(folder))):
             with self._lock:
                 self._known.pop(path, None)   # gone, trashed, renamed or moved
