@@ -18,12 +18,16 @@ deletes or archives old rollout rounds, and that retires old submission folders
 leaves the swarm (its heartbeat stops, or its record says it failed) is named in the
 log.
 
-Its cost in storage requests grows slowly with the swarm (docs/DRIVE_API.md): peers/
-is listed every half heartbeat, liveness comes from that listing, and a record is read
-only when it changed and is new, has stopped changing (a final status?) or was last read
-10 heartbeats ago (rgym_exp/readers.py); the state file every worker polls is
-rewritten when a round opens, closes or is extended, and for its ``waiting_for``
-list at most once a minute.
+Its cost in storage requests grows slowly with the swarm (docs/DRIVE_API.md, about
+11 + N/2 a minute at the default settings): peers/ is listed every 2 heartbeats
+(liveness is judged over PEER_TIMEOUT, many beats) and liveness comes from that listing;
+a record is read only when it changed and is new, has stopped changing (a final
+status?) or was last read 10 heartbeats ago (rgym_exp/readers.py). The round's
+submissions folder is listed at every tick only once the round may close (it has run
+0.8 of the last round's length, or its deadline passed), before that every 2 heartbeats
+too. The state file every worker polls is rewritten when a round opens, closes or is
+extended, and for its ``waiting_for`` list at most once a minute. Old rounds are found
+by a listing once after a start; later ones are retired as they come of age.
 """
 
 from __future__ import annotations
@@ -45,8 +49,13 @@ from rgym_exp.waiting import Waiter, WaitTimeout
 log = logging.getLogger(__name__)
 FAILED_TICKS_LIMIT = 3  # ticks in a row with a storage error that is not transient: then stop
 WAITING_FOR_EVERY = 60.0  # seconds: the state file's waiting_for list is rewritten at most this often
+LOOK_BEATS = 2          # peers/, and a round's submissions before it may close: listed at most
+#                         every this many heartbeats (and 5 times per PEER_TIMEOUT)
 REREAD_BEATS = 10       # a changed peer record is read again at most every this many heartbeats,
-SETTLE_BEATS = 2.5      # ... or once it has not changed for this many (its final write?)
+SETTLE_BEATS = 2        # ... or once it has not changed for this many (its final write?): a
+#                         running node's entry changes between two looks
+CLOSE_SOON = 0.8        # a round that has run this fraction of the last one's length may close:
+#                         its submissions folder is then listed at every tick
 
 
 class Coordinator:
@@ -62,6 +71,10 @@ class Coordinator:
                             settle_s=SETTLE_BEATS * config.HEARTBEAT_INTERVAL, clock=clock)
         self._live: set[str] = set()
         self._peers_read_at = -math.inf
+        self._done: set[str] = set()             # submissions of _done_round, as last listed
+        self._done_round, self._done_at = -1, -math.inf
+        self._round_s = None                     # how long the last round took to close
+        self._retired_through = None             # rounds up to this one are retired (None: look)
         self._waiting_written_at = -math.inf
         self._worker_seen_at = clock()            # no worker for WAIT_TIMEOUT: give up
         self._last_wait_log = 0.0
@@ -109,14 +122,21 @@ class Coordinator:
     # --- observing the swarm ----------------------------------------------------------
 
     @property
+    def look_every(self) -> float:
+        """Seconds between looks at peers/ (and at a round's submissions before it may close)."""
+        return max(self.cfg.POLL_INTERVAL, min(LOOK_BEATS * self.cfg.HEARTBEAT_INTERVAL,
+                                               self.cfg.PEER_TIMEOUT / 5))
+
+    @property
     def peers(self) -> dict[str, PeerView]:
         return self._peers.views
 
     def observe_peers(self) -> dict[str, PeerView]:
-        """Look at peers/ (at most every half heartbeat): one listing, reads of the records
-        that changed (rgym_exp/readers.py)."""
+        """Look at peers/ (at most every ``look_every`` seconds: liveness is judged over
+        PEER_TIMEOUT, many beats): one listing, reads of the records that changed
+        (rgym_exp/readers.py)."""
         now = self.clock()
-        if now - self._peers_read_at < max(self.cfg.POLL_INTERVAL, self.cfg.HEARTBEAT_INTERVAL / 2):
+        if now - self._peers_read_at < self.look_every:
             return self.peers
         self._peers_read_at = now
         return self._peers.refresh()
@@ -146,12 +166,26 @@ class Coordinator:
     def submitted(self, round_: int) -> set[str]:
         return submitted(self.exp.store, self.layout, round_)
 
+    def look_at_submissions(self, state: RoundState) -> set[str]:
+        """Who submitted the current round: one listing of its folder at every tick once the
+        round may close (no round closed yet here, it has run CLOSE_SOON of the last one's
+        length, or its deadline passed); before that at most every ``look_every`` seconds,
+        so a round of minutes costs a few listings, not one every POLL_INTERVAL."""
+        now = self.clock()
+        may_close = (self._round_s is None or now >= state.deadline
+                     or now - state.started_at >= CLOSE_SOON * self._round_s)
+        if (may_close or state.round != self._done_round
+                or now - self._done_at >= self.look_every):
+            self._done = self.submitted(state.round)
+            self._done_round, self._done_at = state.round, now
+        return self._done
+
     # --- one look at the folder --------------------------------------------------------
 
     def tick(self, state: RoundState) -> RoundState:
         self.observe_peers()
         now, live = self.clock(), self.live_workers()
-        done = self.submitted(state.round)
+        done = self.look_at_submissions(state)
         waiting = sorted(live - done)
         if live or done:
             self._worker_seen_at = now
@@ -191,6 +225,7 @@ class Coordinator:
         return state
 
     def advance(self, state: RoundState) -> RoundState:
+        self._round_s = max(self.clock() - state.started_at, 0.0)
         if state.round + 1 >= self.cfg.MAX_ROUNDS:
             log.info("experiment finished after %d round(s)", state.round + 1)
             return self._write(replace(state, finished=True, waiting_for=[]))
@@ -201,29 +236,39 @@ class Coordinator:
     def retire_old_rounds(self, current: int) -> None:
         """Delete (or archive) rollout rounds older than the last N kept, and roll those
         rounds' submissions into retired/round_R.json before deleting their folders
-        (a swarm would otherwise reach a shared drive's item cap)."""
+        (a swarm would otherwise reach a shared drive's item cap). The first time after a
+        start it lists what is there; then it retires the rounds that have come of age."""
         if not self.cfg.ROLLOUT_CLEANUP_ENABLED:
             return
         cutoff = current - self.cfg.ROLLOUT_KEEP_LAST_N_ROUNDS
         store = self.exp.store
         try:
-            for entry in store.list(self.layout.rollouts_root):
-                r = parse_round_dir(entry.name)
-                if r is None or r > cutoff:
-                    continue
+            if self._retired_through is None:      # after a start: whatever old rounds are there
+                rollouts = sorted(r for r in (parse_round_dir(e.name) for e in
+                                              store.list(self.layout.rollouts_root))
+                                  if r is not None and r <= cutoff)
+                submissions = sorted(r for r in (parse_round_dir(e.name) for e in
+                                                 store.list(self.layout.submissions_root)
+                                                 if e.is_dir) if r is not None and r <= cutoff)
+            else:                                  # this coordinator opened them: no listing
+                rollouts = submissions = list(range(max(self._retired_through + 1, 0), cutoff + 1))
+            for r in rollouts:
                 if self.cfg.ROLLOUT_ARCHIVE_OLD:
                     store.move(self.layout.rollouts_dir(r), self.layout.archived_rollouts_dir(r))
                 else:
                     store.delete(self.layout.rollouts_dir(r))
                 log.info("%s rollouts of round %d", "archived" if self.cfg.ROLLOUT_ARCHIVE_OLD
                          else "removed", r)
-            for entry in store.list(self.layout.submissions_root):
-                r = parse_round_dir(entry.name)
-                if r is not None and r <= cutoff and entry.is_dir:
-                    n = retire_submissions(store, self.layout, r, self.exp.reader)
-                    log.info("retired the %d submission(s) of round %d into %s", n, r,
-                             self.layout.retired_submissions(r))
+            for r in submissions:
+                # merge with an earlier try's file only where one can exist (after a start)
+                n = retire_submissions(store, self.layout, r, self.exp.reader,
+                                       merge=self._retired_through is None)
+                log.info("retired the %d submission(s) of round %d into %s", n, r,
+                         self.layout.retired_submissions(r))
+            self._retired_through = cutoff if self._retired_through is None else max(
+                cutoff, self._retired_through)
         except StoreError as exc:
+            self._retired_through = None           # look again next time
             log.warning("old rounds not retired this time: %s", exc)
 
     # --- the loop -------------------------------------------------------------------------

@@ -132,11 +132,12 @@ def retired_rounds(store: Store, layout: Layout) -> list[int]:
 
 
 def retire_submissions(store: Store, layout: Layout, round_: int,
-                       reader: Optional[RecordReader] = None) -> int:
-    """Coordinator: roll round ``round_``'s submissions into retired/round_R.json (merged
-    with what an interrupted earlier try wrote there), then delete the round's folder.
-    Returns how many submissions the file holds."""
-    subs = {**read_retired(store, layout, round_), **read_round(store, layout, round_, reader)}
+                       reader: Optional[RecordReader] = None, merge: bool = True) -> int:
+    """Coordinator: roll round ``round_``'s submissions into retired/round_R.json (merged,
+    if ``merge``, with what an interrupted earlier try wrote there), then delete the
+    round's folder. Returns how many submissions the file holds."""
+    subs = {**(read_retired(store, layout, round_) if merge else {}),
+            **read_round(store, layout, round_, reader)}
     doc = {"round": round_, "submissions": [asdict(subs[n]) for n in sorted(subs)]}
     store.write(layout.retired_submissions(round_),
                 json.dumps(doc, allow_nan=False, default=str).encode())

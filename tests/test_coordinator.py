@@ -207,9 +207,9 @@ def test_the_coordinator_reads_peers_from_one_listing_and_only_records_that_chan
         state = coord.tick(state)
     assert coord.live_workers() == set(workers)
     listings, reads = store.calls[("list", "peers")], store.calls[("read", "peers")]
-    # a listing every half heartbeat; each record read when first seen and about once per
+    # a listing every 2 heartbeats; each record read when first seen and about once per
     # 10 heartbeats (5 min) after, not every look (the old way: 20 x 20 = 400 reads)
-    assert listings == 20 and reads <= 2 * len(workers), (listings, reads)
+    assert listings == 5 and reads <= 2 * len(workers), (listings, reads)
     assert store.calls[("write", "state")] <= 2              # waiting_for: at most once a minute
 
 
@@ -229,3 +229,36 @@ def test_retired_rounds_keep_their_submissions_in_one_file_the_report_reads(driv
     assert sorted(read_retired(exp.store, exp.layout, 2)) == ["w1", "w2"]
     series = load_series(exp.store, exp.layout.experiment)  # no metrics.jsonl: submissions do
     assert series["w1"].rounds == [0, 1, 2, 3, 4, 5] and series["w1"].source == "submissions"
+
+
+def test_the_submissions_folder_is_listed_at_every_tick_only_when_the_round_may_close(drive,
+                                                                                    tmp_path):
+    from tests.test_request_budget import Counting
+    from rgym_exp.records import RecordReader
+    cfg, _ = load_config({"GDRIVE_PATH": drive, "XDG_CONFIG_HOME": str(tmp_path),
+                          "NODE_ID": "coord", "TASKS": "basic_arithmetic", "MAX_ROUNDS": "9",
+                          "HEARTBEAT_INTERVAL": "30", "POLL_INTERVAL": "5",
+                          "ROLLOUT_KEEP_LAST_N_ROUNDS": "2"})
+    store = Counting(drive)
+    exp = Experiment(cfg, store, Experiment.open(cfg).layout, RecordReader(store))
+    clock = Clock()
+    coord = Coordinator(cfg, exp, Waiter(1, 10), clock=clock)
+    state = coord.resume_or_start()
+    listings = []
+    for r in range(6):                     # rounds of 200 s, ticks every 5 s, a beat every 30 s
+        store.calls.clear()
+        for tick in range(1, 41):
+            clock.now += 5
+            if tick % 6 == 0:
+                beat(exp, "w1", 100 * r + tick)
+            if tick == 40:
+                submit(exp, r, "w1")
+            state = coord.tick(state)
+        assert state.round == r + 1        # closed at the tick that could first see it
+        listings.append(store.calls[("list", "submissions")])
+    # round 0 (no round closed yet): every tick; then every 60 s until 160 s, every tick after
+    assert listings[0] >= 40 and max(listings[1:]) <= 13, listings
+    # old rounds: found by a listing once after the start, then retired without one
+    assert store.calls[("list", "rollouts")] == 0
+    assert sorted(e.name for e in exp.store.list(exp.layout.submissions_root)) == [
+        "round_5", "round_6"]
