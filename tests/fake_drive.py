@@ -351,7 +351,10 @@ class FakeDrive:
 
         class Handler(_Handler):
             drive = fake
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256   # a swarm's nodes connect at once (the default 5 drops
+            #                            connections: the clients' retries, not Drive's)
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False
         threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-drive",
@@ -573,6 +576,16 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        override = self.headers.get("x-http-method-override", "").upper()
+        if method == "POST" and override:
+            # googleapiclient sends a GET whose URL would pass 2,048 characters (a listing
+            # across many copies of a folder) as a POST with its query in a form body and the
+            # real method in this header, as Google's APIs accept
+            if self.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+                query.update({k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace"),
+                                                             keep_blank_values=True).items()})
+                body = b""
+            method = override
         kind, label, status = "unknown", "", 500
         node = self.headers.get("x-rl-swarm-node", "")
         user = self.drive.user_of.get(node, "owner")
@@ -659,7 +672,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif upload:
                 data = body
             elif body:
-                meta = json.loads(body)
+                try:
+                    meta = json.loads(body)
+                except ValueError:
+                    raise DriveFault(400, "parseError", f"body is not JSON: {body[:60]!r} "
+                                     f"({self.headers.get('content-type')})") from None
             if file_id is None:
                 item = d.new_item(meta, data or b"", self.headers.get("content-type", "")
                                   if upload_type == "media" else "", user, query)
