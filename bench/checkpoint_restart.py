@@ -2,6 +2,7 @@
 
     python bench/checkpoint_restart.py           # 6 rounds, restart, 6 more; I=4, G=8 (~30 min, 2 cores)
     python bench/checkpoint_restart.py --quick   # 4 + 4 rounds
+    python bench/checkpoint_restart.py --size-only   # the default checkpoint's size (~20 s, 1 GB)
 
 A GRPO run trains ``--before`` rounds, then saves its trainer in each checkpoint mode
 (genrl/checkpoint.py: exact = float32 AdamW moments, half = bfloat16 moments,
@@ -64,6 +65,25 @@ def flat(model) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
+def size_only(model: str) -> None:
+    """The default checkpoint as a worker saves it, without training (AdamW has no moments
+    yet, so only the weights mode is measured; exact adds 2 x 4 bytes per parameter, half
+    2 x 2)."""
+    trainer = GRPOTrainer(load_policy(model), GRPOConfig())
+    params = sum(p.numel() for p in trainer.model.parameters())
+    tmp = tempfile.mkdtemp(prefix="ckpt-size-")
+    try:
+        paths = save_trainer(trainer, os.path.join(tmp, "weights"), 0, optimizer="weights")
+        sizes = {os.path.basename(p): os.path.getsize(p) for p in paths}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    total = sum(sizes.values())
+    print(f"{trainer.model.config._name_or_path or model}: {params / 1e6:.1f}M parameters; "
+          "CHECKPOINT_MODE=weights: " + ", ".join(f"{k} {v:,} B" for k, v in sizes.items()))
+    print(f"weights {total / 1e6:.0f} MB (measured); half {(total + 4 * params) / 1e6:.0f} MB, "
+          f"exact {(total + 8 * params) / 1e6:.0f} MB (computed: + bfloat16 / float32 moments)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -75,7 +95,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--held-out", type=int, default=48)
     parser.add_argument("--lr", type=float, default=3e-6, help="the LEARNING_RATE default")
+    parser.add_argument("--size-only", action="store_true",
+                        help="save the untrained model as CHECKPOINT_MODE=weights (the default) "
+                             "and print its files' sizes; no training")
     args = parser.parse_args()
+    if args.size_only:
+        size_only(args.model)
+        return
     if args.quick:
         args.before = args.after = 4
     torch.manual_seed(0)
