@@ -24,10 +24,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from rgym_exp.drive.layout import NAME_RE, Layout, parse_round_dir
+from rgym_exp.drive.layout import NAME_RE, Layout
 from rgym_exp.drive.store import Store
-from rgym_exp.readers import read_retired, read_round, retired_rounds
-from rgym_exp.records import RecordReader
+from rgym_exp.readers import every_round
 
 MAX_ORIGINS = 4096        # entries of one tally read from a record
 MAX_GROUPS = 10 ** 9
@@ -77,16 +76,8 @@ def count_submissions(submissions) -> dict[str, Credit]:
 
 def read_credit(store: Store, layout: Layout) -> dict[str, Credit]:
     """Every submission of the experiment counted (live rounds and retired ones)."""
-    reader, subs = RecordReader(store), []
-    retired = set(retired_rounds(store, layout))
-    live = {r for r in (parse_round_dir(e.name) for e in store.list(layout.submissions_root))
-            if r is not None}
-    for r in sorted(retired | live):
-        found = read_retired(store, layout, r) if r in retired else {}
-        if r in live:
-            found.update(read_round(store, layout, r, reader))
-        subs += found.values()
-    return count_submissions(subs)
+    return count_submissions([sub for _, found in every_round(store, layout)
+                              for sub in found.values()])
 
 
 class Tally:

@@ -131,6 +131,21 @@ def retired_rounds(store: Store, layout: Layout) -> list[int]:
                               if e.name.endswith(".json") and not e.is_dir) if r is not None)
 
 
+def every_round(store: Store, layout: Layout):
+    """(round, {node: Submission}) for every round with submissions, oldest first: retired
+    rounds from their one file, live ones from their folder (a round in both: the live
+    files win). Serves the report's series and the credit count alike."""
+    reader = RecordReader(store)
+    retired = set(retired_rounds(store, layout))
+    live = {r for r in (parse_round_dir(e.name) for e in store.list(layout.submissions_root))
+            if r is not None}
+    for r in sorted(retired | live):
+        found = read_retired(store, layout, r) if r in retired else {}
+        if r in live:
+            found.update(read_round(store, layout, r, reader))
+        yield r, found
+
+
 def retire_submissions(store: Store, layout: Layout, round_: int,
                        reader: Optional[RecordReader] = None, merge: bool = True) -> int:
     """Coordinator: roll round ``round_``'s submissions into retired/round_R.json (merged,

@@ -18,10 +18,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from rgym_exp.drive.layout import NAME_RE, Layout, parse_round_dir
+from rgym_exp.drive.layout import NAME_RE, Layout
 from rgym_exp.drive.store import Store, StoreError
-from rgym_exp.readers import read_peers, read_retired, read_round, retired_rounds
-from rgym_exp.records import RecordReader, current_metrics
+from rgym_exp.readers import every_round, read_peers
+from rgym_exp.records import current_metrics
 
 METRICS_MAX_BYTES = 64 * 1024 * 1024
 
@@ -84,14 +84,8 @@ def read_metrics(store: Store, layout: Layout, node: str) -> Optional[NodeSeries
 def read_submissions(store: Store, layout: Layout, nodes: Optional[set]) -> dict[str, NodeSeries]:
     """Series of ``nodes`` (None: every node) from submission files (one listing per round)
     and from the rounds the coordinator retired (one file per round)."""
-    reader, found = RecordReader(store), {n: {} for n in nodes or ()}
-    retired = set(retired_rounds(store, layout))
-    live = {r for r in (parse_round_dir(e.name) for e in store.list(layout.submissions_root))
-            if r is not None}
-    for r in sorted(retired | live):
-        subs = read_retired(store, layout, r) if r in retired else {}
-        if r in live:
-            subs.update(read_round(store, layout, r, reader))
+    found = {n: {} for n in nodes or ()}
+    for r, subs in every_round(store, layout):
         for node, rec in subs.items():
             if nodes is not None and node not in nodes:
                 continue
