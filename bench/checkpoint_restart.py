@@ -39,13 +39,7 @@ from genrl.grpo import GRPOConfig, GRPOTrainer, TrainGroup  # noqa: E402
 from genrl.models import DEFAULT_MODEL, build_prompt, load_policy  # noqa: E402
 from genrl.rewards import completion_reward  # noqa: E402
 
-TASK = "chain_sum{min_terms=2;max_terms=2;min_digits=1;max_digits=1}"
-
-
-def accuracy(trainer: GRPOTrainer, questions) -> float:
-    prompts = [build_prompt(trainer.tokenizer, q.text) for q in questions]
-    outs = trainer.generate(prompts, 1, seed=0, temperature=0)
-    return float(np.mean([completion_reward(g[0].text, q.verify) for g, q in zip(outs, questions)]))
+from lr_sweep import TASK, accuracy  # noqa: E402  the same task and held-out measure as the sweep
 
 
 def train_round(trainer: GRPOTrainer, source, r: int, args) -> float:
