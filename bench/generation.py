@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from genrl.data import ReasoningGymSource, parse_tasks  # noqa: E402
 from genrl.generation import decode, fast_decoder  # noqa: E402
 from genrl.grpo import GRPOConfig, GRPOTrainer, TrainGroup  # noqa: E402
+from genrl import packing  # noqa: E402
 from genrl.models import DEFAULT_MODEL, build_prompt, load_policy  # noqa: E402
 
 
@@ -93,6 +94,8 @@ def step_cost(model, rows: int, prompt_lens: list[int], padded: int, steps: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--dtype", default="auto", help="compute dtype (DTYPE): auto, float32, "
+                        "bfloat16, float16; float32 on a GPU checks greedy identity without rounding ties")
     parser.add_argument("--questions", type=int, default=4, help="I")
     parser.add_argument("--generations", type=int, default=8, help="G")
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -108,7 +111,7 @@ def main() -> None:
         args.max_new_tokens = 32
 
     t0 = time.perf_counter()
-    policy = load_policy(args.model)
+    policy = load_policy(args.model, dtype=args.dtype)
     model = policy.model
     params = sum(p.numel() for p in model.parameters())
     device, dtype = policy.device, policy.compute_dtype
@@ -180,17 +183,32 @@ def main() -> None:
     batched = runs["new"][0]
     groups = [TrainGroup(trainer.encode_prompt(p), [c.ids for c in g],
                          [float(i % 2) for i in range(len(g))]) for p, g in zip(prompts, batched)]
-    metrics = trainer.step(groups)
-    seconds = metrics["time/train_s"]
-    all_tokens = sum(len(g.prompt_ids) + len(c) for g in groups for c in g.completions)
     head = model.get_output_embeddings().weight.numel()
-    done = 6 * ((params - head) * all_tokens + head * (metrics["train/tokens"] + len(batched) * G))
+    completions = sum(len(c) for g in groups for c in g.completions)
     peak = max(peak, matmul_gflops(device, dtype))
-    print(f"train step: {metrics['train/tokens']} completion tokens ({all_tokens} with prompts) in "
-          f"{seconds:.1f}s = {all_tokens / seconds:.0f} tokens/s; 6 x params x tokens: "
-          f"{6 * params * all_tokens / seconds / 1e9:.0f} GFLOP/s = {600 * params * all_tokens / seconds / 1e9 / peak:.0f}% "
-          f"of {peak:.0f} GFLOP/s (the matmuls it runs, LM head on completions only: "
-          f"{100 * done / seconds / 1e9 / peak:.0f}%)")
+    seconds = {}
+    for packed in (False, True):        # the same update scored both ways, side by side
+        trainer.packing = packed and packing.agrees(model, (groups[0].prompt_ids, [
+            (groups[0].completions[0], 0.0)]), trainer.tokenizer.pad_token_id, device)
+        if packed and not trainer.packing:
+            print("train step, packed: this model's attention ignores the packed mask; skipped")
+            break
+        metrics = trainer.step(groups)
+        seconds[packed] = metrics["time/train_s"]
+        if packed:     # the tokens it runs: each micro-batch's prompt once
+            units = [(g.prompt_ids, [(c, 0.0) for c in g.completions]) for g in groups]
+            run = sum(len(p) + sum(len(c) for c, _ in comps)
+                      for mb in trainer._micro_batches(units) for p, comps in mb)
+        else:
+            run = sum(len(g.prompt_ids) + len(c) for g in groups for c in g.completions)
+        done = 6 * ((params - head) * run + head * (completions + len(batched) * G))
+        print(f"train step, {'packed' if packed else 'one row per completion'}: {completions} completion "
+              f"tokens ({run} tokens run) in {seconds[packed]:.1f}s = {completions / seconds[packed]:.0f} "
+              f"completion tokens/s; the matmuls it runs (LM head on completions only): "
+              f"{done / seconds[packed] / 1e9:.0f} GFLOP/s = {100 * done / seconds[packed] / 1e9 / peak:.0f}% "
+              f"of {peak:.0f} GFLOP/s")
+    if len(seconds) == 2:
+        print(f"update speedup from packing each group's prompt once: {seconds[False] / seconds[True]:.1f}x")
     print(f"speedup over per-completion generate: {rate['new'] / rate_single:.1f}x")
     print(f"speedup over batched generate: {rate['new'] / rate['hf']:.1f}x")
 

@@ -8,6 +8,9 @@
 * Advantage per group: (r - mean) / (std + eps). A group whose rewards are all
   equal has zero advantage; with beta = 0 it is skipped (no compute, no tokens
   in the normaliser), as in DAPO's dynamic sampling.
+* Log-probs: a group's completions packed after one copy of its prompt
+  (genrl/packing.py), so the prompt is computed once per micro-batch, not once per
+  completion.
 * Loss: token-level clipped policy gradient (DAPO's clip-higher: eps_low 0.2,
   eps_high 0.28), summed over completion tokens and divided by the total
   completion tokens of the step, so micro-batching with gradient accumulation
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -29,9 +33,11 @@ from typing import Callable, Optional
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from genrl import packing
 from genrl.generation import decode, fast_decoder
 from genrl.models import Policy
 
+log = logging.getLogger(__name__)
 
 # how model outputs and generate() name the KV cache: `past_key_values` until a 5.x
 # release (5.17 still has it), `cache` after; read off the output class, not the version
@@ -49,7 +55,7 @@ class GRPOConfig:
     epsilon_low: float = 0.2           # PPO clip (lower)
     epsilon_high: float = 0.28         # DAPO clip-higher
     num_iterations: int = 1            # updates per batch (mu in the GRPO paper)
-    micro_batch_size: int = 4          # sequences per forward/backward pass: bounds memory
+    micro_batch_size: int = 4          # completions per forward/backward pass: bounds memory
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
@@ -116,6 +122,7 @@ class GRPOTrainer:
             else:
                 self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.steps = 0
+        self.packing: Optional[bool] = None    # score a group's completions in one row: checked
 
     def autocast(self):
         if self.policy.compute_dtype == torch.float32:
@@ -201,36 +208,35 @@ class GRPOTrainer:
 
     # --- log-probs ----------------------------------------------------------
 
-    def _logprobs(self, model, seqs: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log-probs [B, C] of each completion given its prompt, and
-        the completion mask. Prompts are left-padded and completions
-        right-padded, so every completion starts at the same column and only
-        the last C+1 positions need logits."""
-        pad = self.tokenizer.pad_token_id
-        p_len = max(len(s[0]) for s in seqs)
-        c_len = max(len(s[1]) for s in seqs)
-        ids, attn, mask = [], [], []
-        for prompt, comp, *_ in seqs:
-            lp, lc = p_len - len(prompt), c_len - len(comp)
-            ids.append([pad] * lp + prompt + comp + [pad] * lc)
-            attn.append([0] * lp + [1] * (len(prompt) + len(comp)) + [0] * lc)
-            mask.append([1] * len(comp) + [0] * lc)
-        ids = torch.tensor(ids, device=self.device)
-        attn = torch.tensor(attn, device=self.device)
-        mask = torch.tensor(mask, device=self.device, dtype=torch.float32)
-        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    def _logprobs(self, model, units: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs [N, C] of the units' completions (genrl/packing.py) and the
+        completion mask: one packed row per unit, or one row per completion for a model
+        whose attention does not honour packing's mask (checked once, on the first unit)."""
+        pad, temperature = self.tokenizer.pad_token_id, self.config.temperature
+        if self.packing is None:
+            self.packing = packing.agrees(model, units[0], pad, self.device)
+            if not self.packing:
+                log.info("GRPO update: this model's attention ignores a packed row's mask; "
+                         "scoring one row per completion instead (slower on long prompts)")
+        score = packing.packed_logprobs if self.packing else packing.row_logprobs
         with self.autocast():
-            logits = model(input_ids=ids, attention_mask=attn, position_ids=positions,
-                           logits_to_keep=c_len + 1).logits
-        logits = logits[:, :-1].float() / max(self.config.temperature, 1e-6)
-        targets = ids[:, p_len:]
-        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-        return logp, mask
+            return score(model, units, pad, temperature, self.device)
 
-    def _micro_batches(self, seqs: list[tuple]) -> list[list[tuple]]:
-        order = sorted(seqs, key=lambda s: len(s[0]) + len(s[1]))  # less padding per batch
+    def _micro_batches(self, units: list) -> list[list]:
+        """Units of at most ``micro_batch_size`` completions each (a group split if larger),
+        then as many whole units per micro-batch as that size allows, shortest first."""
         size = max(1, self.config.micro_batch_size)
-        return [order[i:i + size] for i in range(0, len(order), size)]
+        pieces = [(prompt, comps[i:i + size]) for prompt, comps in units
+                  for i in range(0, len(comps), size)]
+        pieces.sort(key=lambda u: len(u[0]) + sum(len(c) for c, _ in u[1]))  # less padding
+        batches, count = [], size
+        for piece in pieces:
+            if count + len(piece[1]) > size:
+                batches.append([])
+                count = 0
+            batches[-1].append(piece)
+            count += len(piece[1])
+        return batches
 
     # --- the update -----------------------------------------------------------
 
@@ -239,16 +245,19 @@ class GRPOTrainer:
         """One GRPO update (num_iterations optimizer steps) on these groups.
         ``on_batch(done, total)`` is called after each micro-batch (progress display)."""
         cfg, t0 = self.config, time.perf_counter()
-        seqs = []
+        units = []
         for g in groups:
             adv = group_advantages(g.rewards, cfg.advantage_eps)
             if cfg.beta == 0 and all(abs(a) < 1e-12 for a in adv):
                 continue
-            seqs += [(g.prompt_ids, c, a) for c, a in zip(g.completions, adv) if c]
+            comps = [(c, a) for c, a in zip(g.completions, adv) if c]
+            if comps:
+                units.append((g.prompt_ids, comps))
+        seqs = packing.flat(units)
         metrics = {"train/sequences": len(seqs), "train/groups": len(groups)}
         if not seqs:
             return {**metrics, "train/skipped": 1, "time/train_s": time.perf_counter() - t0}
-        batches = self._micro_batches(seqs)
+        batches = self._micro_batches(units)
         n_tokens = sum(len(s[1]) for s in seqs)
         old = ref = None
         with torch.no_grad():
@@ -277,7 +286,8 @@ class GRPOTrainer:
             for k, mb in enumerate(batches):
                 logp, mask = self._logprobs(self.model, mb)
                 old_logp = old[k] if old is not None else logp.detach()
-                adv = torch.tensor([s[2] for s in mb], device=self.device).unsqueeze(1)
+                adv = torch.tensor([a for _, comps in mb for _, a in comps],
+                                   device=self.device).unsqueeze(1)
                 per_token, was_clipped = clipped_pg_loss(logp, old_logp, adv, cfg.epsilon_low,
                                                          cfg.epsilon_high)
                 if ref is not None:

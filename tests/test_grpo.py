@@ -24,7 +24,7 @@ def same_params(a, b, atol=0.0):
 
 def seq_logp(trainer, prompt, completion):
     with torch.no_grad():
-        logp, mask = trainer._logprobs(trainer.model, [(prompt, completion, 0.0)])
+        logp, mask = trainer._logprobs(trainer.model, [(prompt, [(completion, 0.0)])])
     return float((logp * mask).sum())
 
 
