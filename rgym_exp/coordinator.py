@@ -71,6 +71,7 @@ class Coordinator:
                             settle_s=SETTLE_BEATS * config.HEARTBEAT_INTERVAL, clock=clock)
         self._live: set[str] = set()
         self._peers_read_at = -math.inf
+        self._looked_for: tuple = ()           # (round, submitters) that made tick look at peers/
         self._done: set[str] = set()             # submissions of _done_round, as last listed
         self._done_round, self._done_at = -1, -math.inf
         self._round_s = None                     # how long the last round took to close
@@ -186,6 +187,14 @@ class Coordinator:
         self.observe_peers()
         now, live = self.clock(), self.live_workers()
         done = self.look_at_submissions(state)
+        unknown = (state.round, frozenset(done - set(self.peers)))
+        if unknown[1] and unknown != self._looked_for:
+            # a submitter whose record we have not read: the view of peers/ predates it, and
+            # with it maybe other workers (a first round shorter than look_every): look now,
+            # once per round and set of strangers, before deciding anything on it
+            self._looked_for, self._peers_read_at = unknown, -math.inf
+            self.observe_peers()
+            live = self.live_workers()
         waiting = sorted(live - done)
         if live or done:
             self._worker_seen_at = now

@@ -262,3 +262,23 @@ def test_the_submissions_folder_is_listed_at_every_tick_only_when_the_round_may_
     assert store.calls[("list", "rollouts")] == 0
     assert sorted(e.name for e in exp.store.list(exp.layout.submissions_root)) == [
         "round_5", "round_6"]
+
+
+def test_a_submission_from_a_worker_not_yet_seen_makes_the_coordinator_look_at_peers(drive, tmp_path):
+    """On a GPU the first round takes seconds, less than the coordinator's interval between
+    looks at peers/: it must not close a round on the first submission because its view of
+    the swarm predates the workers (seen on an H100: rounds 0-6 closed with "0 of 0 live")."""
+    coord, exp, clock = make(drive, tmp_path)
+    state = coord.resume_or_start()
+    state = coord.tick(state)                  # looks at peers/: nobody there yet
+    assert coord.live_workers() == set()
+    clock.now += 2                             # well inside the interval between looks
+    assert clock.now - coord._peers_read_at < coord.look_every
+    for w in ("w1", "w2", "w3"):
+        beat(exp, w, 1, status="starting")
+    submit(exp, 0, "w1")
+    state = coord.tick(state)
+    assert state.round == 0 and coord.live_workers() == {"w1", "w2", "w3"}
+    submit(exp, 0, "w2"), submit(exp, 0, "w3")
+    clock.now += 1
+    assert coord.tick(state).round == 1
