@@ -10,6 +10,18 @@ since the task's last change; once it has ``window`` of them it moves the task u
 level when the success rate is above the band, down when below, and starts counting
 again. The level is part of each question's metadata, so a peer regenerates the exact
 question and answer (genrl/data.py).
+
+It also chooses which task each local question comes from, where the model has signal. A
+small model earns reward on few tasks (SmolLM2-135M on the paper's nine at level 0: only
+basic_arithmetic, 8% correct, two groups in three with signal), so drawing tasks by their
+fixed weights spends most groups where every completion is wrong and nothing is learnt. Per
+task and level, the node counts its groups and those with signal and draws each question's
+task by Thompson sampling: a draw from each task's Beta posterior of the share of groups with
+signal (prior ``PRIOR``, mean 0.11, so an untried task is tried), times the task's weight in
+TASKS, the largest wins. A share ``EXPLORE`` of questions still follows TASKS' weights alone,
+so a task without signal is looked at again as the model changes. Online difficulty
+filtering (as in INTELLECT-3) at the level of tasks; tests/test_curriculum.py simulates it on
+pools as thin as the measured one.
 """
 
 from __future__ import annotations
@@ -18,8 +30,12 @@ import functools
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
+
 BAND = (0.15, 0.75)   # success rates that keep groups informative: bench/curriculum.py
 WINDOW = 32           # completions per task between two decisions (4 groups of 8)
+PRIOR = (0.05, 1.0)   # Beta prior of a task's share of groups with signal (chosen by simulation)
+EXPLORE = 0.1         # share of questions drawn by TASKS' weights alone
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,12 +89,14 @@ class Curriculum:
     levels: dict = field(default_factory=dict)     # task -> level
     top: dict = field(default_factory=dict)        # task -> highest level allowed
     seen: dict = field(default_factory=dict)       # task -> [correct, total] since last change
+    groups: dict = field(default_factory=dict)     # task -> [with signal, groups] at this level
 
     def __post_init__(self):
         for name in self.tasks:
             self.levels.setdefault(name, 0)
             self.top.setdefault(name, max_level(name))
             self.seen.setdefault(name, [0, 0])
+            self.groups.setdefault(name, [0, 0])
 
     def level(self, name: str) -> int:
         return self.levels.get(name, 0)
@@ -88,10 +106,31 @@ class Curriculum:
         self.top[name] = max(0, min(self.top.get(name, level), level))
         self.levels[name] = min(self.levels.get(name, 0), self.top[name])
 
-    def record(self, name: str, correct: int, total: int) -> None:
+    def record(self, name: str, correct: int, total: int, signal: bool = False) -> None:
+        """One group of ``total`` completions, ``correct`` of them right; ``signal``: its
+        rewards differ (GRPO learns from it)."""
         counts = self.seen.setdefault(name, [0, 0])
         counts[0] += correct
         counts[1] += total
+        groups = self.groups.setdefault(name, [0, 0])
+        groups[0] += bool(signal)
+        groups[1] += 1
+
+    def pick(self, rng, count: int, weights) -> list[int]:
+        """Indices into ``tasks`` for ``count`` questions (weights: TASKS' weights in that
+        order), in proportion to a posterior draw of each task's share of groups with signal."""
+        weights = np.asarray(weights, dtype=float)
+        base = weights / weights.sum()
+        hits = np.array([self.groups.get(t, [0, 0])[0] for t in self.tasks], dtype=float)
+        seen = np.array([self.groups.get(t, [0, 0])[1] for t in self.tasks], dtype=float)
+        out = []
+        for _ in range(count):
+            if rng.random() < EXPLORE:
+                out.append(int(rng.choice(len(self.tasks), p=base)))
+            else:
+                draw = rng.beta(hits + PRIOR[0], seen - hits + PRIOR[1]) * base
+                out.append(int(rng.choice(len(self.tasks), p=draw / draw.sum())))
+        return out
 
     def update(self) -> dict:
         """Apply the band to every task with a full window; returns {task: (old, new, rate)}
@@ -107,12 +146,14 @@ class Curriculum:
             self.seen[name] = [0, 0]
             if new != old:
                 self.levels[name] = new
+                self.groups[name] = [0, 0]      # a new difficulty: what it yields is unknown
                 moved[name] = (old, new, rate)
         return moved
 
     def state(self) -> dict:
         return {"levels": dict(self.levels), "top": dict(self.top),
-                "seen": {k: list(v) for k, v in self.seen.items()}}
+                "seen": {k: list(v) for k, v in self.seen.items()},
+                "groups": {k: list(v) for k, v in self.groups.items()}}
 
     def restore(self, state: dict) -> None:
         """Take back a saved state (a checkpoint's); unknown tasks and bad values ignored."""
@@ -120,9 +161,10 @@ class Curriculum:
             for name, value in (state.get(key) or {}).items():
                 if name in self.levels and type(value) is int and 0 <= value <= max_level(name):
                     target[name] = value
-        for name, value in (state.get("seen") or {}).items():
-            if name in self.seen and isinstance(value, list) and len(value) == 2 \
-                    and all(type(v) is int and v >= 0 for v in value):
-                self.seen[name] = list(value)
+        for key, target in (("seen", self.seen), ("groups", self.groups)):
+            for name, value in (state.get(key) or {}).items():
+                if name in target and isinstance(value, list) and len(value) == 2 \
+                        and all(type(v) is int and v >= 0 for v in value) and value[0] <= value[1]:
+                    target[name] = list(value)
         for name in self.levels:
             self.levels[name] = min(self.levels[name], self.top[name])

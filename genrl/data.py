@@ -303,13 +303,17 @@ class ReasoningGymSource:
             self._checked.add(key)
         return ds
 
-    def draw(self, node_id: str, round_: int, count: int,
-             levels: Optional[dict] = None) -> list[Question]:
+    def draw(self, node_id: str, round_: int, count: int, levels: Optional[dict] = None,
+             pick: Optional[Callable] = None) -> list[Question]:
         """``count`` questions for this node and round (deterministic), at ``levels``
-        (task -> curriculum level) when the curriculum is on."""
+        (task -> curriculum level) when the curriculum is on. ``pick(rng, count, weights)``
+        chooses their tasks (genrl/curriculum.py: where groups have signal); default: by
+        the tasks' weights."""
         rng = round_rng(self.seed, node_id, round_)
         questions = []
-        for k in rng.choice(len(self.tasks), size=count, p=self._p):
+        chosen = (pick(rng, count, [t.weight for t in self.tasks]) if pick is not None
+                  else rng.choice(len(self.tasks), size=count, p=self._p))
+        for k in chosen:
             task = self.tasks[int(k)]
             level = None
             if self.curriculum:

@@ -137,7 +137,8 @@ class Config:
                                    shared=True)
     CURRICULUM: bool = setting(True, "move each task's difficulty up or down (reasoning-gym's "
                                "curricula, from level 0) to keep this node's success rate where "
-                               "groups have signal; false: TASKS settings as given (the paper)",
+                               "groups have signal, and draw tasks in proportion to where they have "
+                               "signal; false: TASKS settings and weights as given (the paper)",
                                shared=True)
     EVAL_INTERVAL: int = setting(10, "held-out evaluation every this many rounds and before the "
                                  "first update (greedy, fixed questions no node trains on); 0: "

@@ -16,6 +16,7 @@ from its newest checkpoint and never does (or records) a round twice.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import time
@@ -211,7 +212,7 @@ class Worker:
         for g in local:
             task = g.question.source.get("task")
             correct = sum(self.reward.correct(t, g.question) for t in g.completions)
-            self.curriculum.record(task, correct, len(g.completions))
+            self.curriculum.record(task, correct, len(g.completions), g.has_signal)
         for task, top in self.source.top.items():   # levels found unusable stay out of reach
             self.curriculum.cap(task, top)
         for task, (old, new, rate) in self.curriculum.update().items():
@@ -225,13 +226,15 @@ class Worker:
         cfg = self.cfg
         I, G = cfg.NUM_TRAIN_SAMPLES, cfg.NUM_GENERATIONS
         self.heartbeat.update(round=R, phase="generating")
-        questions = self.source.draw(self.node, R, I, levels=self.curriculum.levels
-                                     if self.curriculum is not None else None)
+        questions = self.source.draw(self.node, R, I, **(
+            {"levels": self.curriculum.levels, "pick": self.curriculum.pick}
+            if self.curriculum is not None else {}))
         per_call = cfg.GENERATION_BATCH_SIZE or I
         calls = range(0, I, per_call)
         chunked = cfg.ROLLOUT_PUBLISH_FREQUENCY == "generation"
-        log.info("round %d: generating %d x %d completions (up to %d tokens each)", R, I, G,
-                 cfg.MAX_NEW_TOKENS)
+        drawn = collections.Counter(q.source.get("task", "question") for q in questions)
+        log.info("round %d: generating %d x %d completions (up to %d tokens each): %s", R, I, G,
+                 cfg.MAX_NEW_TOKENS, ", ".join(f"{t} x{n}" if n > 1 else t for t, n in drawn.items()))
         local: list[ScoredGroup] = []
         t0 = time.perf_counter()
         with progress(len(calls) * cfg.MAX_NEW_TOKENS, f"round {R} generating", "steps") as bar:

@@ -107,3 +107,91 @@ def test_the_evaluation_set_is_fixed_spread_over_tasks_and_never_drawn_for_train
     undone = [q.text for r in range(60) for q in a.draw("n1", r, 4, levels={"chain_sum": 1,
                                                                         "basic_arithmetic": 1})]
     assert texts & set(undone)                            # without the exclusion they would be
+
+
+# --- which task a question comes from --------------------------------------------------
+
+NINE = ["t%d" % k for k in range(9)]
+
+
+def play(cur: Curriculum, success: dict, rounds: int, seed: int, I: int = 4, G: int = 8,
+         weights=None) -> list[tuple[str, bool]]:
+    """A node's rounds against a model that answers task t right with probability
+    success[t]: each round draws I tasks with ``cur.pick``, samples G completions per group,
+    records them and applies the band, as the worker does. Returns (task, signal) per group."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(rounds):
+        round_groups = []
+        for k in cur.pick(rng, I, weights or [1.0] * len(cur.tasks)):
+            task = cur.tasks[k]
+            correct = int(rng.binomial(G, success[task]))
+            round_groups.append((task, correct))
+        for task, correct in round_groups:        # the round's results count from the next one
+            cur.record(task, correct, G, 0 < correct < G)
+            out.append((task, 0 < correct < G))
+        cur.update()
+    return out
+
+
+def share(groups) -> float:
+    return sum(s for _, s in groups) / len(groups)
+
+
+def test_a_thin_pool_of_signal_is_found_within_five_rounds():
+    """SmolLM2-135M on the paper's nine tasks at level 0 (bench/curriculum.py): one task right
+    8% of the time, the others almost never. Drawn by fixed weights, 8% of groups have signal
+    in the first five rounds; following signal, twice that, and a third of them later."""
+    success = {t: 0.002 for t in NINE} | {"t3": 0.083}
+    followed = [share(play(Curriculum(list(NINE)), success, 5, seed)) for seed in range(300)]
+    rng = np.random.default_rng(0)
+    fixed = np.mean([0 < rng.binomial(8, success[NINE[rng.integers(9)]]) < 8 for _ in range(20000)])
+    assert 0.06 < fixed < 0.09
+    assert np.mean(followed) > 1.8 * fixed
+    later = [share(play(Curriculum(list(NINE)), success, 20, seed)[-40:]) for seed in range(40)]
+    assert np.mean(later) > 0.25
+
+
+def test_every_task_is_still_drawn_and_one_that_starts_to_pay_takes_its_share():
+    """A task without signal is looked at again, so when the model starts to get it right
+    (after round 100 here) it takes a share next to the task that paid so far."""
+    cur = Curriculum(list(NINE))
+    success = {t: 0.0 for t in NINE} | {"t0": 0.4}
+    first = play(cur, success, 100, seed=1)
+    assert {t for t, _ in first} == set(NINE)              # every task drawn at least once
+    assert sum(t == "t0" for t, _ in first[-200:]) > 0.75 * 200
+    later = play(cur, success | {"t5": 0.4}, 60, seed=2)[-120:]
+    assert sum(t == "t5" for t, _ in later) > 0.2 * len(later)
+
+
+def test_tasks_weights_still_count_between_tasks_that_pay_alike():
+    cur = Curriculum(["a", "b"])
+    groups = play(cur, {"a": 0.4, "b": 0.4}, 50, seed=3, weights=[3.0, 1.0])
+    assert sum(t == "a" for t, _ in groups) > 0.6 * len(groups)
+
+
+def test_a_level_change_forgets_the_task_s_signal_and_the_state_round_trips():
+    cur = Curriculum(["basic_arithmetic"])
+    for _ in range(WINDOW // 8):
+        cur.record("basic_arithmetic", 8, 8, False)            # all right: moves up
+    assert cur.groups["basic_arithmetic"] == [0, WINDOW // 8]
+    cur.update()
+    assert cur.level("basic_arithmetic") == 1 and cur.groups["basic_arithmetic"] == [0, 0]
+    cur.record("basic_arithmetic", 3, 8, True)
+    again = Curriculum(["basic_arithmetic"])
+    again.restore(cur.state())
+    assert again.groups == cur.groups == {"basic_arithmetic": [1, 1]}
+    again.restore({"groups": {"basic_arithmetic": [5, 2]}})    # more hits than groups: ignored
+    assert again.groups == {"basic_arithmetic": [1, 1]}
+
+
+def test_questions_are_drawn_for_the_tasks_the_curriculum_picks_and_deterministically():
+    source = ReasoningGymSource(parse_tasks("basic_arithmetic,chain_sum"), seed=1, curriculum=True)
+    cur = Curriculum(["basic_arithmetic", "chain_sum"])
+    for _ in range(30):
+        cur.record("chain_sum", 4, 8, True)
+        cur.record("basic_arithmetic", 0, 8, False)
+    picked = source.draw("w1", 3, 20, levels=cur.levels, pick=cur.pick)
+    assert sum(q.source["task"] == "chain_sum" for q in picked) >= 15
+    assert [q.text for q in picked] == [q.text for q in source.draw("w1", 3, 20, levels=cur.levels,
+                                                                     pick=cur.pick)]
