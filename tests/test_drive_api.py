@@ -104,6 +104,19 @@ def test_an_unchanged_file_is_downloaded_once_and_a_changed_one_again(fake):
     assert writer.calls["files.get_media"] == 0  # its own last write: known content
 
 
+def test_two_writes_within_one_millisecond_read_back_the_second(fake, monkeypatch):
+    """Drive's modifiedTime has millisecond resolution; the fake answers faster than that.
+    A listed copy with the same time as this process's own last write is not newer than it
+    (seen once in the suite: a rewrite to a shorter file read back the longer one's size)."""
+    import tests.fake_drive
+    monkeypatch.setattr(tests.fake_drive, "stamp", lambda t=None: "2026-11-26T16:00:00.000Z")
+    store = open_api(fake)
+    store.write("state/current_state.json", b"x" * 1030)
+    assert [(e.name, e.size) for e in store.list("state")] == [("current_state.json", 1030)]
+    store.write("state/current_state.json", b"short")
+    assert store.read("state/current_state.json", 100) == b"short"
+
+
 def test_nested_paths_create_each_folder_once(fake):
     store = open_api(fake)
     store.write("a/b/c/one.json", b"1")

@@ -256,9 +256,10 @@ class DriveApiStore:
             found = self._query(parents, path, name, folders=False) if parents else []
         found = [m for m in (self._fresh(path, m) for m in found) if m is not None]
         own = self._own.get(path)
-        if own is not None:  # ours, maybe not listed yet, or listed with older metadata
+        if own is not None:  # ours, maybe not listed yet, or listed with older metadata (or as
+            # old: two writes within Drive's millisecond clock; ours is then the later one)
             listed = [f for f in found if f["id"] == own["id"]]
-            if not listed or own.get("modifiedTime", "") > listed[0].get("modifiedTime", ""):
+            if not listed or own.get("modifiedTime", "") >= listed[0].get("modifiedTime", ""):
                 found = [f for f in found if f["id"] != own["id"]] + [own]
         meta = newest(found)
         with self._lock:
