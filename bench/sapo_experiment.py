@@ -98,6 +98,8 @@ def run(args) -> int:
                 code = subprocess.call([sys.executable, "-m", "rgym_exp.runner.swarm_launcher"],
                                        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
             print(f"{name}: exit {code} after {time.time() - t0:.0f}s", flush=True)
+            with open(os.path.join(args.out, "runs.jsonl"), "a") as fh:   # wall times for compare
+                fh.write(json.dumps({"run": name, "exit": code, "seconds": round(time.time() - t0)}) + "\n")
             if code != 0:
                 print(f"{name} failed: see {args.out}/logs/{name}.log", file=sys.stderr)
                 return code
@@ -199,6 +201,7 @@ def compare(args) -> int:
             seen = [r[col] for r in runs if not math.isnan(r[col])]
             cells.append(f"{np.mean(seen):.2f}" if seen else "n/a")
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines += per_run(args.out, configs, seeds, got)
     table = "\n".join(lines)
     figures = plot(got, args.out)
     with open(os.path.join(args.out, "comparison.md"), "w") as fh:
@@ -206,6 +209,34 @@ def compare(args) -> int:
     print(table)
     print(f"\nwrote comparison.md, {', '.join(figures)} to {args.out}")
     return 0
+
+
+def per_run(out: str, configs: list, seeds: list, got: dict) -> list[str]:
+    """A row per finished run, and the runs left out because they did not finish."""
+    walls = {}
+    if os.path.exists(os.path.join(out, "runs.jsonl")):
+        with open(os.path.join(out, "runs.jsonl")) as fh:
+            for line in fh:
+                row = json.loads(line)
+                if row.get("exit") == 0:
+                    walls[row["run"]] = row["seconds"]
+    lines = ["", "Every finished run (held-out accuracy: the swarm mean, at each evaluation round):", "",
+             "| run | cumulative training reward per node | held-out accuracy | AUC | wall time |",
+             "|---|---:|---|---:|---:|"]
+    missing = []
+    for seed in seeds:
+        for c in configs:
+            name = run_name(c, seed)
+            if seed not in got[c]:
+                missing.append(name)
+                continue
+            m = got[c][seed]
+            curve = ", ".join(f"{r}: {a:.3f}" for r, a in zip(*m["eval_curve"]))
+            wall = f"{walls[name]} s" if name in walls else "?"
+            lines.append(f"| {name} | {m['cumulative']:.2f} | {curve} | {m['eval_auc']:.3f} | {wall} |")
+    if missing:
+        lines += ["", "Left out, not finished: " + ", ".join(missing)]
+    return lines
 
 
 def plot(got: dict, out: str) -> list[str]:
