@@ -158,9 +158,10 @@ def validate_tasks(tasks: list[TaskSpec]) -> None:
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"unknown reasoning-gym task {task.name!r}{hint} "
                              f"({len(DATASETS)} tasks exist, e.g. {', '.join(PAPER_TASKS[:3])})")
-        if task in seen:
+        key = (task.name, json.dumps(task.config, sort_keys=True))   # settings may hold lists
+        if key in seen:
             raise ValueError(f"task {task.name} is listed twice with the same settings")
-        seen.add(task)
+        seen.add(key)
         try:
             ds = _dataset(task.name, json.dumps(task.config, sort_keys=True), 0)
         except Exception as exc:  # noqa: BLE001 - reasoning-gym raises many kinds

@@ -77,6 +77,19 @@ def test_any_node_regenerates_a_question_and_its_answer_from_metadata():
         assert again.verify(q.answer) == 1.0
 
 
+def test_a_setting_that_is_a_list_works_and_travels():
+    """calendar_arithmetic's `tasks` setting is a list: TASKS accepts it, the source builds
+    (it crashed with "unhashable type: 'list'"), and a peer regenerates the question."""
+    spec = 'calendar_arithmetic{tasks=["weekday_of_date"];offset_upper_bound=7}'
+    mine, theirs = (ReasoningGymSource(parse_tasks(spec), seed=5) for _ in range(2))
+    q = theirs.draw("peer", 0, 1)[0]
+    assert "day of the week" in q.text
+    again = mine.regenerate(json.loads(json.dumps(q.source)))
+    assert (again.text, again.answer) == (q.text, q.answer)
+    with pytest.raises(ValueError, match="listed twice"):
+        validate_tasks(parse_tasks(spec + "," + spec))
+
+
 @pytest.mark.parametrize("change, reason", [
     ({"task": "chain_sum"}, "not in this experiment"),
     ({"config": {"min_terms": 3}}, "not in this experiment"),
