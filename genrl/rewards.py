@@ -16,8 +16,9 @@ Answer extraction: the content of the *last* ``<answer>...</answer>`` pair
 end of its line). When a completion has no tag at all (``fallback``):
   * ``guarded`` (default): the last explicit statement ("the answer is X",
     "Answer: X", "The answer to this problem is X", "the sum is X", ``\\boxed{X}``),
-    else what a last-line equation equals ("2 + 5 = 7"), else a last line that is a
-    bare value (a few words at most). Never an answer made only of the question's
+    else a last line that restates the question and answers it ("The day of the week
+    for 09/20/22 is Sunday."), else what a last-line equation equals ("2 + 5 = 7"), else
+    a last line that is a bare value (a few words at most). Never an answer made only of the question's
     own words: echoing the prompt, or any piece of it, earns nothing.
   * ``none``: no tags, no answer (the paper's rule).
 """
@@ -41,6 +42,9 @@ _TAG_RE = re.compile(r"</?answer>", re.I)
 _SAYS_RE = re.compile(r"\b(?:answer|result|solution|sum|difference|product|quotient|total|value)"
                       r"\b[^.\n=:]{0,60}?(?:\b(?:is|was|equals)\b|=|:)\s*[:=]?\s*(.+)", re.I)
 _EQUATION_RE = re.compile(r"=\s*([^=]+?)\s*$")   # "2 + 5 = 7": what the last line equals
+# "The day of the week for 09/20/22 is Sunday.": the question restated, then the answer
+_RESTATED_RE = re.compile(r"^(.+)\s(?:is|was|equals)\s+(.+)$", re.I)
+RESTATED_SHARE = 0.6     # of the subject's words and numbers that must come from the question
 _BOXED_RE = re.compile(r"\\boxed\{([^{}]*)\}")
 _FORMAT_RE = re.compile(r"^\s*(?:<think>.*?</think>\s*)?(?:[^<]*?)<answer>\s*\S.*?</answer>\s*$",
                         re.S | re.I)
@@ -108,6 +112,20 @@ def value_like(text: str) -> bool:
         len(words) <= 2 or re.search(r"[0-9]|[^\w\s.,;!?'\"]", text) is not None)
 
 
+def restated_answer(line: str, question: str) -> Optional[str]:
+    """X in "<the question restated> is X": the subject (two or more words, numbers or
+    symbols, at least RESTATED_SHARE of them in the question) says what X answers."""
+    match = _RESTATED_RE.match(line) if question else None
+    if match is None:
+        return None
+    subject = _tokens(match.group(1))
+    flat = " ".join(question.lower().split())
+    if len(subject) < 2 or sum(t in flat for t in subject) < RESTATED_SHARE * len(subject):
+        return None
+    answer = _clean(match.group(2))
+    return answer if answer is not None and value_like(answer) else None
+
+
 def fallback_answer(text: str, question: str = "") -> Optional[str]:
     """The answer a tagless completion states (see the module doc, ``guarded``)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -120,6 +138,9 @@ def fallback_answer(text: str, question: str = "") -> Optional[str]:
             found = _clean(said[-1])
             break
         if k == 0:
+            found = restated_answer(line, question)
+            if found is not None:
+                break
             equation = _EQUATION_RE.search(line)
             last = _clean(equation.group(1) if equation else line)
             if last is not None and value_like(last):

@@ -60,6 +60,23 @@ def test_the_fallback_refuses_answers_made_of_the_question_s_own_words():
     assert extract_answer("<answer>Friday</answer>", question=question) == "Friday"  # tags: ok
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("The day of the week for 09/20/22 is Sunday.", "Sunday"),       # SmolLM2's phrasing
+    ("Let me think.\nThe day of the week for 09/20/2022 was a Friday", "a Friday"),
+    ("The weekday is Sunday.", "Sunday"),
+    ("The day of the week for 09/20/22 is Tuesday.", None),          # offered by the question
+    ("It is Sunday.", None),                                          # too little restated
+    ("The problem is hard.", None),                                   # not the question's words
+    ("The day of the week for 09/20/2022 is the day of the week.", None),   # an echo
+    ("The day of the week for 09/20/2022 is one I would need a calendar for", None),  # prose
+    ("The day of the week for 09/20/22 is Sunday.\nI hope that helps.", None),  # not the last line
+])
+def test_a_last_line_that_restates_the_question_gives_its_answer(text, expected):
+    question = ("Name the day of the week for 09/20/2022. Answer with the weekday's name "
+                "(e.g., Monday, Tuesday, etc.).")
+    assert extract_answer(text, question=question) == expected
+
+
 def test_format_reward_wants_exactly_one_final_answer_block():
     assert format_reward("<think>a</think> so <answer>3</answer>") == 1.0
     assert format_reward("reasoning <answer>3</answer>\n") == 1.0
