@@ -62,8 +62,8 @@ def packed_logprobs(model, units: list[Unit], pad: int, temperature: float, devi
     """The same [N, C] log-probs and mask as ``row_logprobs``, one packed row per unit."""
     lengths = [len(p) + sum(len(c) for c, _ in comps) for p, comps in units]
     width = max(lengths)
-    # columns from the first prompt-last position on: where every prediction is read
-    keep = max(width - len(p) + 1 for p, _ in units)
+    # the last columns, from the leftmost prompt-last position on: where predictions are read
+    keep = max(length - len(p) + 1 for (p, _), length in zip(units, lengths))
     c_len = max(len(c) for _, comps in units for c, _ in comps)
     n = sum(len(comps) for _, comps in units)
     ids = torch.full((len(units), width), pad, dtype=torch.long)
