@@ -2,6 +2,7 @@
 
     python bench/curriculum.py            # the paper's nine tasks, levels 0-2, 6 questions x G=8
     python bench/curriculum.py --quick    # levels 0-1, 3 questions each
+    python bench/curriculum.py --levels 0 --questions 8   # where the default main job starts
 
 Samples G=8 completions (temperature 0.7, 256 new tokens, the worker's prompt and
 reward rule) for questions of each task at reasoning-gym curriculum levels, and
@@ -37,8 +38,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tasks", nargs="+", default=list(PAPER_TASKS))
+    parser.add_argument("--levels", nargs="+", type=int, help="curriculum levels (default 0-2, --quick 0-1)")
+    parser.add_argument("--questions", type=int, help="questions per task and level (default 6, --quick 3)")
     args = parser.parse_args()
     levels, per_level = ((0, 1), 3) if args.quick else ((0, 1, 2), 6)
+    levels, per_level = tuple(args.levels or levels), args.questions or per_level
     policy = load_policy(DEFAULT_MODEL)
     trainer = GRPOTrainer(policy, GRPOConfig())
     rule = RewardRule()
