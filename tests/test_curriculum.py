@@ -138,18 +138,22 @@ def share(groups) -> float:
     return sum(s for _, s in groups) / len(groups)
 
 
-def test_a_thin_pool_of_signal_is_found_within_five_rounds():
-    """SmolLM2-135M on the paper's nine tasks at level 0 (bench/curriculum.py): one task right
-    8% of the time, the others almost never. Drawn by fixed weights, 8% of groups have signal
-    in the first five rounds; following signal, twice that, and a third of them later."""
-    success = {t: 0.002 for t in NINE} | {"t3": 0.083}
+@pytest.mark.parametrize("success, fixed_range", [
+    ({"t3": 0.083}, (0.06, 0.09)),              # --quick, before restated answers were read
+    ({"t3": 0.094, "t7": 0.078}, (0.10, 0.14)),  # --levels 0 --questions 8: two tasks pay
+])
+def test_a_thin_pool_of_signal_is_found_within_five_rounds(success, fixed_range):
+    """SmolLM2-135M on the paper's nine tasks at level 0 (bench/curriculum.py): one or two
+    tasks right 8-9% of the time, the others almost never. Drawn by fixed weights, 7-12% of
+    groups have signal in the first five rounds; following signal, about twice that."""
+    success = {t: 0.002 for t in NINE} | success
     followed = [share(play(Curriculum(list(NINE)), success, 5, seed)) for seed in range(300)]
     rng = np.random.default_rng(0)
     fixed = np.mean([0 < rng.binomial(8, success[NINE[rng.integers(9)]]) < 8 for _ in range(20000)])
-    assert 0.06 < fixed < 0.09
+    assert fixed_range[0] < fixed < fixed_range[1]
     assert np.mean(followed) > 1.8 * fixed
     later = [share(play(Curriculum(list(NINE)), success, 20, seed)[-40:]) for seed in range(40)]
-    assert np.mean(later) > 0.25
+    assert np.mean(later) > 0.25                    # rounds 15-19
 
 
 def test_every_task_is_still_drawn_and_one_that_starts_to_pay_takes_its_share():
