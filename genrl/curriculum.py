@@ -116,6 +116,13 @@ class Curriculum:
         groups[0] += bool(signal)
         groups[1] += 1
 
+    def observe(self, name: str, level, signal: bool) -> None:
+        """A peer's group, re-scored here: counts toward the task's share of groups with
+        signal if it was drawn at this node's current level of the task."""
+        if name in self.groups and level == self.levels.get(name):
+            self.groups[name][0] += bool(signal)
+            self.groups[name][1] += 1
+
     def pick(self, rng, count: int, weights) -> list[int]:
         """Indices into ``tasks`` for ``count`` questions (weights: TASKS' weights in that
         order), in proportion to a posterior draw of each task's share of groups with signal."""

@@ -84,6 +84,7 @@ class ExternalSelector:
     zero_advantage: int = 0
     used_before: int = 0
     rejected: Counter = field(default_factory=Counter)
+    on_scored: Optional[Callable[["ScoredGroup"], None]] = None   # sees every re-scored group
     _seen: set = field(default_factory=set)
 
     def start_round(self) -> None:
@@ -109,6 +110,8 @@ class ExternalSelector:
         except InvalidSource as exc:
             self.rejected[str(exc)] += 1
             return None
+        if self.on_scored is not None:     # with or without signal: where the swarm finds it
+            self.on_scored(scored)
         if not scored.has_signal:
             self.zero_advantage += 1
             return None

@@ -72,6 +72,9 @@ class Worker:
         self.last_checkpoint = -1
         self.curriculum = (Curriculum([t.name for t in self.source.tasks])
                            if getattr(self.source, "curriculum", False) else None)
+        if self.curriculum is not None:       # peers' groups tell where the swarm finds signal
+            self.selector.on_scored = lambda g: self.curriculum.observe(
+                g.question.source.get("task"), g.question.source.get("level"), g.has_signal)
         self.eval_set = EvalSet(self.source.eval_set(config.EVAL_QUESTIONS, EVAL_SEED)) \
             if config.EVAL_INTERVAL else None      # also keeps these questions out of training
         self.evaluated = False                      # this process has not evaluated yet

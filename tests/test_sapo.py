@@ -93,3 +93,14 @@ def test_forgetting_keeps_only_the_rounds_that_can_still_be_read():
     sel.mark_used([sel.consider(g) for g in groups])
     sel.forget_before(2)
     assert sorted(sel.used.values()) == [2, 3]
+
+
+def test_every_re_scored_peer_group_is_shown_to_the_observer_with_or_without_signal():
+    seen = []
+    sel = ExternalSelector(SOURCE, reward, "me", on_scored=lambda g: seen.append(g.has_signal))
+    groups = [peer_group("p1", 0, k, good=k % 2 == 0) for k in range(4)]
+    bad = peer_group("p1", 0, 5)
+    bad.question = "not the question its metadata describes"
+    for g in groups + [bad, groups[0], peer_group("me", 0, 6)]:   # junk, a duplicate, my own
+        sel.consider(g)
+    assert seen == [True, False, True, False]
