@@ -12,16 +12,20 @@ again. The level is part of each question's metadata, so a peer regenerates the 
 question and answer (genrl/data.py).
 
 It also chooses which task each local question comes from, where the model has signal. A
-small model earns reward on few tasks (SmolLM2-135M on the paper's nine at level 0: only
-basic_arithmetic, 8% correct, two groups in three with signal), so drawing tasks by their
-fixed weights spends most groups where every completion is wrong and nothing is learnt. Per
-task and level, the node counts its groups and those with signal and draws each question's
-task by Thompson sampling: a draw from each task's Beta posterior of the share of groups with
-signal (prior ``PRIOR``, mean 0.11, so an untried task is tried), times the task's weight in
-TASKS, the largest wins. A share ``EXPLORE`` of questions still follows TASKS' weights alone,
-so a task without signal is looked at again as the model changes. Online difficulty
-filtering (as in INTELLECT-3) at the level of tasks; tests/test_curriculum.py simulates it on
-pools as thin as the measured one.
+small model earns reward on few tasks (SmolLM2-135M on the paper's nine at level 0: two of
+them, right 8-9% of the time; bench/curriculum.py), so drawing tasks by their fixed weights
+spends most groups where every completion is wrong and nothing is learnt. Per task and level,
+the node counts its groups and those with signal, and the peers' groups it re-scores while
+gathering at the same level (``observe``: the swarm's experience). Each question's task is
+drawn with probability proportional to a draw from each task's Beta posterior of its share of
+groups with signal (prior ``PRIOR``: mostly near 0, with a tail that gets an untried task
+tried), times the task's weight in TASKS: tasks that pay alike keep TASKS' mix, one that
+never pays is drawn rarely. A share ``EXPLORE`` of questions follows TASKS' weights alone, so
+a task is looked at again as the model changes. Online difficulty filtering (as in
+INTELLECT-3) at the level of tasks. Simulated on the measured pool (tests/test_curriculum.py):
+25% of the first five rounds' groups with signal instead of 12%. The draw is proportional,
+not the argmax of Thompson sampling: that found a paying task as fast but never let a second
+task that started to pay take its share.
 """
 
 from __future__ import annotations
