@@ -163,7 +163,7 @@ def validate_tasks(tasks: list[TaskSpec]) -> None:
             raise ValueError(f"task {task.name} is listed twice with the same settings")
         seen.add(key)
         try:
-            ds = _dataset(task.name, json.dumps(task.config, sort_keys=True), 0)
+            ds = _dataset(*key, 0)
         except Exception as exc:  # noqa: BLE001 - reasoning-gym raises many kinds
             raise ValueError(f"settings {task.config} are not valid for task {task.name}: "
                              f"{type(exc).__name__}: {exc}") from None

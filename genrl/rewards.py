@@ -18,8 +18,8 @@ end of its line). When a completion has no tag at all (``fallback``):
     "Answer: X", "The answer to this problem is X", "the sum is X", ``\\boxed{X}``),
     else a last line that restates the question and answers it ("The day of the week
     for 09/20/22 is Sunday."), else what a last-line equation equals ("2 + 5 = 7"), else
-    a last line that is a bare value (a few words at most). Never an answer made only of the question's
-    own words: echoing the prompt, or any piece of it, earns nothing.
+    a last line that is a bare value (a few words at most). Never an answer made only of
+    the question's own words: echoing the prompt, or any piece of it, earns nothing.
   * ``none``: no tags, no answer (the paper's rule).
 """
 
@@ -93,13 +93,18 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower())
 
 
+def _flatten(question: str) -> str:
+    """The question lower-cased on one line, for finding an answer's pieces in it."""
+    return " ".join(question.lower().split())
+
+
 def echoes(answer: str, question: str) -> bool:
     """True when ``answer`` could have been pieced together from ``question``: every one
     of its words, numbers and symbols appears in it (whole or as part of a longer one,
     since a copy may start mid-word)."""
     if not question:
         return False
-    flat = " ".join(question.lower().split())
+    flat = _flatten(question)
     return all(token in flat for token in _tokens(answer))
 
 
@@ -119,7 +124,7 @@ def restated_answer(line: str, question: str) -> Optional[str]:
     if match is None:
         return None
     subject = _tokens(match.group(1))
-    flat = " ".join(question.lower().split())
+    flat = _flatten(question)
     if len(subject) < 2 or sum(t in flat for t in subject) < RESTATED_SHARE * len(subject):
         return None
     answer = _clean(match.group(2))
