@@ -143,7 +143,7 @@ class Config:
     EVAL_INTERVAL: int = setting(10, "held-out evaluation every this many rounds and before the "
                                  "first update (greedy, fixed questions no node trains on); 0: "
                                  "never; 10 keeps it under a fifth of the main job's rounds "
-                                 "(36 questions: 84 s, rounds 36-80 s)", min=0)
+                                 "(36 questions: 61 s, rounds 18-48 s)", min=0)
     EVAL_QUESTIONS: int = setting(36, "questions in the evaluation set, spread evenly over the "
                                   "tasks", min=1, max=4096, shared=True)
     EVAL_LEVEL: int = setting(0, "curriculum level of the evaluation questions (with CURRICULUM; "
