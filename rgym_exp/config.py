@@ -154,8 +154,9 @@ class Config:
                                  "rounds back", min=0, max=100)
     PEER_WAIT: float = setting(0.25, "when fewer than J usable peer groups of the current round "
                                "are visible, wait up to this fraction of this round's generation "
-                               "time for more, before older rounds (bench/exchange.py)", min=0,
-                               max=10)
+                               "time (at least 2 x POLL_INTERVAL, as listings lag writes; 0: "
+                               "never wait) for more, before older rounds (bench/exchange.py)",
+                               min=0, max=10)
     DEVICE: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     DTYPE: str = setting("auto", "compute dtype: auto (bf16 GPU, fp16 old GPU, fp32 CPU)",
                          choices=("auto", "float32", "bfloat16", "float16"))

@@ -17,7 +17,9 @@ Gathering, for a node that wants J groups (DESIGN.md, "One round", step 4):
 * The current round comes first. While it offers fewer than J usable groups the node
   waits, up to ``wait_s``, polling the listing with jitter, for peers' files to appear
   (but not once every peer that published last round has published this one: nothing
-  more is coming); then it falls back to up to ``max_staleness`` older rounds.
+  more is coming); then it falls back to up to ``max_staleness`` older rounds. Listings
+  lag writes (Drive's by seconds), so last round is listed again after a wait: files it
+  hid at the first look count too.
 * A sender whose file holds fewer usable-or-used groups than its name claims loses its
   claims for the rest of the run (its files offer one slot), so lying buys nothing.
 * Never twice: the selector remembers the groups this node trained on; after a restart
@@ -136,6 +138,8 @@ class RolloutExchange:
             waiter.pause(min(left, delay * random.uniform(0.6, 1.0)))
             delay = min(poll_s, delay * 1.6)
         out.waited_s = self.clock() - start
+        if round_ > 0 and max_staleness >= 1 and out.waited_s > 0 and len(out.groups) < want:
+            older += self._look(round_ - 1, known, out, rng)   # what the listing lag hid
         self._take(older, want, budget, selector, rng, out)
         for r in range(round_ - 2, max(-1, round_ - max_staleness - 1), -1):
             if len(out.groups) >= want or out.files_read >= budget:

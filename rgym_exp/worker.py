@@ -270,10 +270,12 @@ class Worker:
         self.heartbeat.update(phase="gathering")
         t0 = time.perf_counter()
         self.exchange.recall_used(R, self.selector, cfg.MAX_STALENESS)
+        # at least two looks at the folder: a listing lags the writes it shows (Drive's by
+        # seconds), and a round faster than that would otherwise never see its peers'
+        wait_s = max(cfg.PEER_WAIT * t_generate, 2 * cfg.POLL_INTERVAL) if cfg.PEER_WAIT else 0.0
         gathered = self.exchange.gather(
             R, cfg.NUM_TRANSPLANT_TREES, self.selector, round_rng(cfg.SEED, self.node + "/sapo", R),
-            self.waiter, wait_s=cfg.PEER_WAIT * t_generate, max_staleness=cfg.MAX_STALENESS,
-            poll_s=cfg.POLL_INTERVAL)
+            self.waiter, wait_s=wait_s, max_staleness=cfg.MAX_STALENESS, poll_s=cfg.POLL_INTERVAL)
         if cfg.NUM_TRANSPLANT_TREES:
             sel = self.selector
             dropped = [f"{n} {why}" for n, why in ((sel.zero_advantage, "without signal"),

@@ -147,6 +147,19 @@ def test_a_late_current_round_is_waited_for_then_older_rounds_fill_in(exp):
     assert 5.0 <= got.waited_s < 6.0
 
 
+def test_last_rounds_files_hidden_by_the_listing_lag_count_after_the_wait(exp):
+    # fast rounds on Drive: the peer's round-0 file is younger than the listing lag at the
+    # first look, and its round-1 file is not written yet; after waiting, round 0 is listed
+    # again and fills J (without the second look: nothing at all)
+    publish(exp, "p1", 0, [group("p1", 0, k, right=1) for k in range(4)], lag=3.0)
+    got = gather(exp, selector(), 1, wait_s=5.0, max_staleness=1)
+    assert [g.round for g in got.groups] == [0] * J and got.files_listed == 1
+    assert 5.0 <= got.waited_s < 6.0 and got.listings >= 3
+    exp.store.now = 0.0
+    got = gather(exp, selector(), 1, wait_s=5.0, max_staleness=0)   # no older rounds wanted
+    assert got.groups == []
+
+
 def test_no_waiting_once_every_peer_of_last_round_has_published(exp):
     for r in (0, 1):
         publish(exp, "p1", r, [group("p1", r, 0, right=1), group("p1", r, 1)])
