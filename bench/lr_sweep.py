@@ -4,9 +4,10 @@
     python bench/lr_sweep.py --rates 1e-5 --rounds 3   # a quick look
 
 Every rate starts from the same weights and sees the same questions and
-sampling seeds. Reported per rate: the training reward in the first and last
-quarter of the rounds, the greedy reward (mostly accuracy; reasoning-gym gives
-small partial credit for near misses) on a fixed held-out set before and after,
+sampling seeds, scored by the swarm's default reward rule (genrl.rewards.RewardRule:
+correct answers only, the guarded tagless fallback that never pays for an echo of
+the question). Reported per rate: the training reward in the first and last
+quarter of the rounds, greedy accuracy on a fixed held-out set before and after,
 and the largest gradient norm seen (instability shows up there first). The
 task is 2-term, 1-digit chain_sum ("4 - 1 ="), where the model is right often
 enough (greedy: about 7%) for groups to carry signal.
@@ -28,15 +29,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from genrl.data import ReasoningGymSource, parse_tasks  # noqa: E402
 from genrl.grpo import GRPOConfig, GRPOTrainer, TrainGroup  # noqa: E402
 from genrl.models import DEFAULT_MODEL, build_prompt, load_policy  # noqa: E402
-from genrl.rewards import completion_reward  # noqa: E402
+from genrl.rewards import RewardRule  # noqa: E402
 
 TASK = "chain_sum{min_terms=2;max_terms=2;min_digits=1;max_digits=1}"
+RULE = RewardRule()
 
 
 def accuracy(trainer: GRPOTrainer, questions) -> float:
     prompts = [build_prompt(trainer.tokenizer, q.text) for q in questions]
     outs = trainer.generate(prompts, 1, seed=0, temperature=0)
-    return float(np.mean([completion_reward(g[0].text, q.verify) for g, q in zip(outs, questions)]))
+    return float(np.mean([RULE.correct(g[0].text, q) for g, q in zip(outs, questions)]))
 
 
 def run(policy, lr: float, args, source, held_out) -> dict:
@@ -50,7 +52,7 @@ def run(policy, lr: float, args, source, held_out) -> dict:
         groups = trainer.generate(prompts, args.generations, seed=1000 + r)
         batch = []
         for p, q, g in zip(prompts, questions, groups):
-            rs = [completion_reward(c.text, q.verify) for c in g]
+            rs = [RULE(c.text, q) for c in g]
             rewards.append(float(np.mean(rs)))
             batch.append(TrainGroup(trainer.encode_prompt(p), [c.ids for c in g], rs))
         m = trainer.step(batch)
@@ -86,7 +88,7 @@ def main() -> None:
         print(f"lr={lr:g} done in {time.perf_counter() - t0:.0f}s", flush=True)
     print(f"\n{args.rounds} rounds, I={args.questions}, G={args.generations}, task {TASK}")
     print("| learning rate | train reward, first quarter | last quarter | held-out greedy "
-          "reward before | after | max grad norm |")
+          "accuracy before | after | max grad norm |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['lr']:g} | {r['first']:.3f} | {r['last']:.3f} | {r['before']:.3f} | "
