@@ -389,7 +389,7 @@ def sim_classes(clock: VirtualClock, speed: dict, rng: random.Random):
             worker_mod.log.info("round %d: held-out accuracy 0.100 (simulated)", R)
             return {"eval/accuracy": 0.1, "eval/questions": 36, "time/eval_s": EVAL_S}
 
-        def _generate(self, R):
+        def _generate(self, R, publish=True):
             self.heartbeat.update(round=R, phase="generating")
             worker_mod.log.info("round %d: generating (simulated)", R)
             t0 = clock.t
@@ -402,10 +402,10 @@ def sim_classes(clock: VirtualClock, speed: dict, rng: random.Random):
                     f"{pad} <answer>{rng.randint(1000, 9999)}</answer>" for _ in range(8 - right)]
                 local.append(ScoredGroup(q, texts, [self.reward(t, q) for t in texts], [True] * 8,
                                          self.node, R))
-            self.heartbeat.ensure_owner()
-            self.exchange.publish(R, self._shareable(local, R))
-            worker_mod.log.info("round %d: generated, published (simulated)", R)
-            return local, clock.t - t0
+            if publish:
+                self._publish(R, [(None, local)])
+            worker_mod.log.info("round %d: generated (simulated)", R)
+            return local, clock.t - t0, [] if publish else [(None, local)]
 
         def _train(self, R, local, external):
             self.heartbeat.update(phase="training")

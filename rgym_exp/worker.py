@@ -10,6 +10,13 @@ Round R (DESIGN.md, "One round"):
   6. submit, append a metrics line, checkpoint when due;
   7. wait for the next round (or join a later one if the swarm moved on).
 
+Steps 1-2 of round R+1 (and its evaluation, when due) run *ahead*, between submitting R
+and R+1 opening, so the coordinator's close-and-open latency hides behind generation.
+Nothing of round R+1 is published before it opens (the coordinator creates its folder
+then); a round the swarm skips is dropped; no round past MAX_ROUNDS is generated. The
+questions and sampling seeds depend only on seed, node and round, and the model is the
+one that enters R+1 either way: running ahead changes when, never what.
+
 A round is done when its submission file exists: a restarted worker resumes
 from its newest checkpoint and never does (or records) a round twice.
 """
@@ -20,6 +27,8 @@ import collections
 import logging
 import os
 import time
+from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -52,6 +61,19 @@ def grpo_config(cfg: Config) -> GRPOConfig:
                       num_iterations=cfg.NUM_ITERATIONS, micro_batch_size=cfg.MICRO_BATCH_SIZE,
                       gradient_checkpointing=cfg.GRADIENT_CHECKPOINTING,
                       max_grad_norm=cfg.MAX_GRAD_NORM)
+
+
+@dataclass
+class Prepared:
+    """A round's work before its exchange: the evaluation's metrics and the local groups,
+    with the files not published yet (all of them when generated ahead of the round)."""
+    round: int
+    metrics: dict
+    local: list[ScoredGroup]
+    t_generate: float
+    seconds: float                  # evaluation + generation
+    ahead: bool = False
+    unpublished: list[tuple[Optional[int], list[ScoredGroup]]] = field(default_factory=list)
 
 
 class Worker:
@@ -144,18 +166,24 @@ class Worker:
         status = "failed"
         try:
             self.setup()
+            ahead = None
             while True:
                 state = self.next_round()
                 if state.finished:
                     break
+                if ahead is not None and ahead.round != state.round:
+                    log.info("round %d was generated ahead, but the swarm moved on to round %d: "
+                             "dropped", ahead.round, state.round)
+                    ahead = None
                 if self.done(state.round):
                     log.info("round %d already submitted by this node; skipping", state.round)
                     self.last_done = state.round
                     continue
-                self.run_round(state.round)
+                self.run_round(state.round, ahead)
                 self.last_done = state.round
                 if self.checkpoints.due(self.last_done):
                     self.save_checkpoint()
+                ahead = self._ahead(state.round)
             if self.last_done > self.last_checkpoint:
                 self.save_checkpoint()
             self.takehome.at_end(self.last_done)    # EXPORT_AT_END, the final Hub push
@@ -176,21 +204,44 @@ class Worker:
 
     # --- one round ----------------------------------------------------------------------
 
-    def run_round(self, R: int) -> None:
+    def run_round(self, R: int, prepared: Optional[Prepared] = None) -> None:
+        """Round R from its evaluation (or from what was ``prepared`` ahead) to its submission."""
         t_round = time.perf_counter()
-        metrics = {"round": R, "node_id": self.node}
-        if self.eval_set is not None and (not self.evaluated or R % self.cfg.EVAL_INTERVAL == 0):
-            metrics.update(self._evaluate(R))       # the model as it enters this round
-        local, t_generate = self._generate(R)
+        if prepared is None:
+            prepared = self._prepare(R)
+        elif prepared.unpublished:
+            self._publish(R, prepared.unpublished)
+            log.info("round %d: opened; published what was generated ahead", R)
         self.waiter.check()
+        local, t_generate = prepared.local, prepared.t_generate
         gathered, t_gather = self._gather(R, t_generate)
         self.waiter.check()
         train = self._train(R, local, gathered.groups)
+        metrics = {"round": R, "node_id": self.node, **prepared.metrics}
         metrics.update(round_metrics(local, gathered, self.selector, R))
         metrics.update(self._update_curriculum(R, local))
         metrics.update({"time/generate_s": t_generate, "time/gather_s": t_gather, **train,
-                        "time/round_s": time.perf_counter() - t_round})
+                        "time/ahead_s": prepared.seconds if prepared.ahead else 0.0,
+                        "time/round_s": prepared.seconds + time.perf_counter() - t_round})
         self._submit(R, metrics, gathered.groups)
+
+    def _ahead(self, R: int) -> Optional[Prepared]:
+        """Round R+1 prepared while the coordinator has not opened it yet (module doc), or
+        None: the swarm is past R already, finished, or R was the last round."""
+        state = self.tracker.refresh()
+        if state is None or state.finished or state.round != R or R + 1 >= state.max_rounds:
+            return None
+        return self._prepare(R + 1, ahead=True)
+
+    def _prepare(self, R: int, ahead: bool = False) -> Prepared:
+        """Round R's evaluation when due (the model as it enters R) and its local groups,
+        published as they are made unless ``ahead``."""
+        t0 = time.perf_counter()
+        metrics = {}
+        if self.eval_set is not None and (not self.evaluated or R % self.cfg.EVAL_INTERVAL == 0):
+            metrics = self._evaluate(R)
+        local, t_generate, unpublished = self._generate(R, publish=not ahead)
+        return Prepared(R, metrics, local, t_generate, time.perf_counter() - t0, ahead, unpublished)
 
     def _evaluate(self, R: int) -> dict:
         self.heartbeat.update(round=R, phase="evaluating")
@@ -224,11 +275,13 @@ class Worker:
             self.logs.event("curriculum", round=R, task=task, level=new, was=old, success=rate)
         return {f"curriculum/{task}": level for task, level in sorted(self.curriculum.levels.items())}
 
-    def _generate(self, R: int) -> tuple[list[ScoredGroup], float]:
-        """This round's scored local groups (published), and the seconds it took."""
+    def _generate(self, R: int, publish: bool = True):
+        """This round's scored local groups, the seconds it took, and the (chunk, groups)
+        files left to publish (none when ``publish``: they went out as they were made)."""
         cfg = self.cfg
         I, G = cfg.NUM_TRAIN_SAMPLES, cfg.NUM_GENERATIONS
-        self.heartbeat.update(round=R, phase="generating")
+        self.heartbeat.update(round=R, phase="generating" if publish else
+                              f"generating round {R} ahead (it has not opened yet)")
         questions = self.source.draw(self.node, R, I, **(
             {"levels": self.curriculum.levels, "pick": self.curriculum.pick}
             if self.curriculum is not None else {}))
@@ -236,9 +289,11 @@ class Worker:
         calls = range(0, I, per_call)
         chunked = cfg.ROLLOUT_PUBLISH_FREQUENCY == "generation"
         drawn = collections.Counter(q.source.get("task", "question") for q in questions)
-        log.info("round %d: generating %d x %d completions (up to %d tokens each): %s", R, I, G,
-                 cfg.MAX_NEW_TOKENS, ", ".join(f"{t} x{n}" if n > 1 else t for t, n in drawn.items()))
+        log.info("round %d: generating %d x %d completions (up to %d tokens each)%s: %s", R, I, G,
+                 cfg.MAX_NEW_TOKENS, "" if publish else ", ahead of the round's opening",
+                 ", ".join(f"{t} x{n}" if n > 1 else t for t, n in drawn.items()))
         local: list[ScoredGroup] = []
+        held: list[tuple[Optional[int], list[ScoredGroup]]] = []
         t0 = time.perf_counter()
         with progress(len(calls) * cfg.MAX_NEW_TOKENS, f"round {R} generating", "steps") as bar:
             for k, start in enumerate(calls):
@@ -253,16 +308,19 @@ class Worker:
                        for q, prompt, comps in zip(batch, prompts, made)]
                 local += new
                 if chunked:
-                    self.heartbeat.ensure_owner()
-                    self.exchange.publish(R, self._shareable(new, R), chunk=k)
+                    held.append((k, new))
+                if chunked and publish:
+                    self._publish(R, [held.pop()])
         if not chunked:
-            self.heartbeat.ensure_owner()
-            self.exchange.publish(R, self._shareable(local, R))
+            held.append((None, local))
+        if not chunked and publish:
+            self._publish(R, [held.pop()])
         seconds = time.perf_counter() - t0
         log.info("round %d: generated in %.0fs, reward mean %.3f (%d of %d groups with reward "
-                 "signal); published", R, seconds, float(np.mean([r for g in local for r in g.rewards])),
-                 sum(g.has_signal for g in local), len(local))
-        return local, seconds
+                 "signal); %s", R, seconds, float(np.mean([r for g in local for r in g.rewards])),
+                 sum(g.has_signal for g in local), len(local),
+                 "published" if publish else "held until the round opens")
+        return local, seconds, held
 
     def _gather(self, R: int, t_generate: float):
         """Peer groups chosen for this round (rgym_exp/exchange.py), and the seconds it took."""
@@ -325,6 +383,11 @@ class Worker:
                               phase=f"submitted round {R}")
         log.info("round %d submitted in %.0fs: reward %.3f, external %d used", R,
                  metrics["time/round_s"], metrics["reward/mean"], metrics["external/used"])
+
+    def _publish(self, R: int, files: list[tuple[Optional[int], list[ScoredGroup]]]) -> None:
+        self.heartbeat.ensure_owner()
+        for chunk, groups in files:
+            self.exchange.publish(R, self._shareable(groups, R), chunk=chunk)
 
     def _shareable(self, groups: list[ScoredGroup], R: int) -> list[RolloutGroup]:
         return [RolloutGroup(node_id=self.node, round=R, model=self.cfg.MODEL_NAME,

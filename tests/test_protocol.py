@@ -107,6 +107,36 @@ def test_each_node_only_changes_its_own_files(drive, tmp_path, tiny_llama):
                 or path.endswith("peers/coord.json")), path
 
 
+def test_a_round_generated_ahead_is_published_only_once_the_coordinator_opens_it(
+        drive, tmp_path, tiny_llama):
+    home = str(tmp_path / "home")
+    ccfg, cexp = inproc(drive, home, tiny_llama, "coordinator", "coord", MAX_ROUNDS=2)
+    coord = Coordinator(ccfg, cexp, Waiter(0.1, 5))
+    cexp.create_or_check(question_source(ccfg))
+    state = coord.resume_or_start()
+    cfg, exp = inproc(drive, home, tiny_llama, "worker", "w1")
+    logs = NodeLogs(exp, "w1", cfg.CACHE_DIR, 60, "INFO")
+    worker = Worker(cfg, exp, Waiter(0.1, 5), logs)
+    worker.heartbeat.claim()
+    worker.setup()
+    worker.run_round(0)
+    ahead = worker._ahead(0)                       # round 0 is still open: round 1 is made...
+    assert ahead.round == 1 and ahead.ahead and len(ahead.local) == cfg.NUM_TRAIN_SAMPLES
+    round_1 = os.path.join(exp_dir(drive), "rollouts", "round_1")
+    assert not os.path.exists(round_1)             # ...and held: its folder is not there yet
+    coord.observe_peers()
+    state = coord.tick(state)
+    assert state.round == 1 and os.path.isdir(round_1)       # the coordinator opened it
+    worker.run_round(1, ahead)
+    doc = json.load(open(os.path.join(round_1, "w1.s0.json")))
+    assert [g["completions"] for g in doc["groups"]] == [g.completions for g in ahead.local]
+    sub = json.load(open(os.path.join(exp_dir(drive), "submissions", "round_1", "w1.json")))
+    assert 0 < sub["metrics"]["time/ahead_s"] <= sub["metrics"]["time/round_s"]
+    assert worker._ahead(1) is None                # round 1 is the last: nothing past it
+    worker.heartbeat.close("stopped")
+    logs.close()
+
+
 # --- invariant 2: a torn file reads as "not there yet" ------------------------------------
 
 def test_torn_files_read_as_absent_and_are_counted(drive, tmp_path, tiny_llama):

@@ -62,6 +62,17 @@ def test_peers_files_are_seen_and_those_without_signal_are_not_read(three_rounds
         assert all(m["external/files_read"] == 0 for m in lines)   # all claimed no signal
 
 
+def test_the_next_round_is_generated_ahead_and_never_past_the_last(three_rounds):
+    drive, _, root = three_rounds
+    ahead = {node: [m["time/ahead_s"] for m in metrics(drive, node)] for node in ("w1", "w2")}
+    for r in (1, 2):       # the first worker to submit r-1 always finds r not yet open
+        assert max(ahead["w1"][r], ahead["w2"][r]) > 0, ahead
+    assert ahead["w1"][0] == ahead["w2"][0] == 0.0
+    for node in ("w1", "w2"):      # never a round past the last one, each round generated once
+        log = open(root / f"{node}.log").read()
+        assert [log.count(f"round {r}: generating ") for r in range(4)] == [1, 1, 1, 0], node
+
+
 def test_every_node_is_evaluated_every_round_on_the_same_held_out_questions(three_rounds):
     drive = three_rounds[0]
     for node in ("w1", "w2"):
