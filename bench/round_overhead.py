@@ -144,7 +144,7 @@ def main() -> None:
     print(f"{'worker':8} {'round':>5} {'seconds':>8} {'storage s':>9} {'ops':>4} {'waiting s':>9} "
           f"{'(next round)':>12}")
     counted = {"seconds": 0.0, "storage": 0.0, "waiting": 0.0, "next_round": 0.0}
-    waits = []
+    waits, middle = [], {"seconds": 0.0, "waiting": 0.0}
     for i in range(1, args.workers + 1):
         with open(os.path.join(folder, f"w{i}.json")) as fh:
             for row in rounds_of(json.load(fh)):
@@ -154,11 +154,17 @@ def main() -> None:
                     for key in counted:
                         counted[key] += row[key]
                     waits.append(row["waiting"])
+                if 0 < row["round"] < args.rounds - 1:
+                    for key in middle:
+                        middle[key] += row[key]
     storage, waiting = (100 * counted[k] / counted["seconds"] for k in ("storage", "waiting"))
     print(f"rounds 1+: {counted['seconds']:.0f} worker-seconds, {len(waits)} worker-rounds; waiting "
           f"per round: median {statistics.median(waits):.1f}s, max {max(waits):.1f}s, of which "
           f"{100 * counted['next_round'] / max(counted['waiting'], 1e-9):.0f}% for the next round to "
           f"open, the rest for peers' rollouts")
+    if middle["seconds"]:
+        print(f"rounds 1-{args.rounds - 2} (not the last, which ends waiting for the slowest worker "
+              f"to finish): waiting {100 * middle['waiting'] / middle['seconds']:.1f}% of a round")
     print(f"round overhead: storage {storage:.1f}% + waiting {waiting:.1f}% = {storage + waiting:.1f}% "
           f"of a round")
 
