@@ -68,6 +68,17 @@ def check(condition, evidence: str) -> None:
         raise Failed(evidence)
 
 
+def check_resumed(run, codes: dict, node: str, rounds: int, kills: int) -> list[str]:
+    """Every node exited 0; ``node``, killed ``kills`` time(s), recorded each round once up to
+    the last and resumed from a checkpoint after each kill: the rounds it resumed from."""
+    check(set(codes.values()) == {0}, f"exit codes {codes}")
+    done = run.rounds(node)
+    check(done == sorted(set(done)) and done[-1] == rounds - 1, f"{node} recorded rounds {done}")
+    resumed = re.findall(r"resumed from checkpoint of round (\d+)", run.output(node))
+    check(len(resumed) == kills, f"{node} resumed {len(resumed)}x for {kills} kill(s)")
+    return resumed
+
+
 class Run:
     """One experiment folder, the processes on it, and what they left behind."""
 
@@ -295,11 +306,8 @@ def restarts(root, model, long, rng):
         run.close()
 
     def worker():
-        check(set(codes.values()) == {0}, f"exit codes {codes}")
+        resumed = check_resumed(run, codes, "w1", rounds, len(kills))
         w1 = run.rounds("w1")
-        check(w1 == sorted(set(w1)) and w1[-1] == rounds - 1, f"w1 recorded rounds {w1}")
-        resumed = re.findall(r"resumed from checkpoint of round (\d+)", run.output("w1"))
-        check(len(resumed) == len(kills), f"w1 resumed {len(resumed)}x for {len(kills)} kill(s)")
         return (f"killed w1 at {', '.join(kills)}; resumed from checkpoint(s) of round "
                 f"{', '.join(resumed)}; rounds {w1[0]}..{w1[-1]} each recorded once; exit 0; "
                 f"{run.invariants()}")
@@ -622,11 +630,7 @@ def bucket(root, model, long, rng):
         run.close()
 
     def restart():
-        check(set(codes.values()) == {0}, f"exit codes {codes}")
-        w1 = run.rounds("w1")
-        check(w1 == sorted(set(w1)) and w1[-1] == rounds - 1, f"w1 recorded rounds {w1}")
-        resumed = re.findall(r"resumed from checkpoint of round (\d+)", run.output("w1"))
-        check(len(resumed) == 1, f"w1 resumed {len(resumed)}x")
+        resumed = check_resumed(run, codes, "w1", rounds, 1)
         return (f"{run.url}: killed w1 at {killed}; resumed from the checkpoint of round "
                 f"{resumed[0]}; rounds each recorded once; exit 0; {run.invariants()}")
 
