@@ -49,7 +49,7 @@ OWNED = [re.compile(rf"^experiments/[^/]+/{p}") for p in (
     rf"rollouts/round_\d+/({NAME})(\.\d+)?(\.s\d+)?\.json$",
     rf"submissions/round_\d+/({NAME})\.json$", rf"checkpoints/({NAME})/", rf"logs/({NAME})/")]
 COORDINATOR_ONLY = re.compile(r"^experiments/[^/]+/(experiment\.json|state/|rollouts/round_\d+$|"
-                              r"archive/)")
+                              r"submissions/round_\d+$|retired/|archive/)")
 
 
 def kill_all() -> None:
@@ -468,8 +468,9 @@ def junk_and_errors(root, model, long, rng):
     def junk():
         check(set(codes.values()) == {0}, f"exit codes {codes}")
         out = run.output("w1") + run.output("w2")
-        reads = [int(n) for n in re.findall(r"peer file\(s\) listed, (\d+) read", out)]
-        rejected = sum(m["external_rejected"] for n in ("w1", "w2") for m in metrics(run.drive, n)
+        reads = [int(n) for n in re.findall(r"after (\d+) read\(s\) of \d+ peer file\(s\) listed",
+                                            out)]
+        rejected = sum(m["external/rejected"] for n in ("w1", "w2") for m in metrics(run.drive, n)
                        if m["round"] < 3)
         check(reads and max(reads) <= 2 + 2 and rejected > 0, f"reads per gather {reads}")
         for n in ("w1", "w2"):
