@@ -222,7 +222,8 @@ class Worker:
         metrics.update(self._update_curriculum(R, local))
         metrics.update({"time/generate_s": t_generate, "time/gather_s": t_gather, **train,
                         "time/ahead_s": prepared.seconds if prepared.ahead else 0.0,
-                        "time/round_s": prepared.seconds + time.perf_counter() - t_round})
+                        "time/round_s": time.perf_counter() - t_round
+                        + (prepared.seconds if prepared.ahead else 0.0)})
         self._submit(R, metrics, gathered.groups)
 
     def _ahead(self, R: int) -> Optional[Prepared]:
