@@ -32,7 +32,6 @@ by a listing once after a start; later ones are retired as they come of age.
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import time
@@ -55,10 +54,9 @@ LOOK_BEATS = 2          # peers/, and a round's submissions before it may close:
 REREAD_BEATS = 10       # a changed peer record is read again at most every this many heartbeats,
 SETTLE_BEATS = 2        # ... or once it has not changed for this many (its final write?): a
 #                         running node's entry changes between two looks
-CLOSE_SOON = 0.8        # a round that has run this fraction of the shortest recent round may
-#                         close: its submissions folder is then listed at every tick
-RECENT_ROUNDS = 3       # ... of the last this many rounds after round 0 (which holds the workers'
-#                         model loading and first evaluation, and so predicts nothing)
+CLOSE_SOON = 0.8        # a round that has run this fraction of the last one's length may close:
+#                         its submissions folder is then listed at every tick. Round 0 holds the
+#                         workers' model loading and first evaluation: it predicts nothing
 
 
 class Coordinator:
@@ -77,7 +75,7 @@ class Coordinator:
         self._looked_for: tuple = ()           # (round, submitters) that made tick look at peers/
         self._done: set[str] = set()             # submissions of _done_round, as last listed
         self._done_round, self._done_at = -1, -math.inf
-        self._recent = collections.deque(maxlen=RECENT_ROUNDS)   # how long rounds 1+ took
+        self._round_s = None                     # how long the last round after round 0 took
         self._retired_through = None             # rounds up to this one are retired (None: look)
         self._waiting_written_at = -math.inf
         self._worker_seen_at = clock()            # no worker for WAIT_TIMEOUT: give up
@@ -173,11 +171,11 @@ class Coordinator:
     def look_at_submissions(self, state: RoundState) -> set[str]:
         """Who submitted the current round: one listing of its folder at every tick once the
         round may close (no round after round 0 closed yet here, it has run CLOSE_SOON of the
-        shortest recent round, or its deadline passed); before that at most every ``look_every`` seconds,
-        so a round of minutes costs a few listings, not one every POLL_INTERVAL."""
+        last one's length, or its deadline passed); before that at most every ``look_every``
+        seconds, so a round of minutes costs a few listings, not one every POLL_INTERVAL."""
         now = self.clock()
-        may_close = (not self._recent or now >= state.deadline
-                     or now - state.started_at >= CLOSE_SOON * min(self._recent))
+        may_close = (self._round_s is None or now >= state.deadline
+                     or now - state.started_at >= CLOSE_SOON * self._round_s)
         if (may_close or state.round != self._done_round
                 or now - self._done_at >= self.look_every):
             self._done = self.submitted(state.round)
@@ -238,7 +236,7 @@ class Coordinator:
 
     def advance(self, state: RoundState) -> RoundState:
         if state.round > 0:
-            self._recent.append(max(self.clock() - state.started_at, 0.0))
+            self._round_s = max(self.clock() - state.started_at, 0.0)
         if state.round + 1 >= self.cfg.MAX_ROUNDS:
             log.info("experiment finished after %d round(s)", state.round + 1)
             return self._write(replace(state, finished=True, waiting_for=[]))
