@@ -116,16 +116,18 @@ class Curriculum:
         counts = self.seen.setdefault(name, [0, 0])
         counts[0] += correct
         counts[1] += total
-        groups = self.groups.setdefault(name, [0, 0])
-        groups[0] += bool(signal)
-        groups[1] += 1
+        self._count_group(name, signal)
 
     def observe(self, name: str, level, signal: bool) -> None:
         """A peer's group, re-scored here: counts toward the task's share of groups with
         signal if it was drawn at this node's current level of the task."""
         if name in self.groups and level == self.levels.get(name):
-            self.groups[name][0] += bool(signal)
-            self.groups[name][1] += 1
+            self._count_group(name, signal)
+
+    def _count_group(self, name: str, signal: bool) -> None:
+        groups = self.groups.setdefault(name, [0, 0])
+        groups[0] += bool(signal)
+        groups[1] += 1
 
     def pick(self, rng, count: int, weights) -> list[int]:
         """Indices into ``tasks`` for ``count`` questions (weights: TASKS' weights in that

@@ -220,10 +220,10 @@ class Worker:
         metrics = {"round": R, "node_id": self.node, **prepared.metrics}
         metrics.update(round_metrics(local, gathered, self.selector, R))
         metrics.update(self._update_curriculum(R, local))
+        ahead_s = prepared.seconds if prepared.ahead else 0.0   # else inside t_round already
         metrics.update({"time/generate_s": t_generate, "time/gather_s": t_gather, **train,
-                        "time/ahead_s": prepared.seconds if prepared.ahead else 0.0,
-                        "time/round_s": time.perf_counter() - t_round
-                        + (prepared.seconds if prepared.ahead else 0.0)})
+                        "time/ahead_s": ahead_s,
+                        "time/round_s": time.perf_counter() - t_round + ahead_s})
         self._submit(R, metrics, gathered.groups)
 
     def _ahead(self, R: int) -> Optional[Prepared]:
@@ -295,6 +295,13 @@ class Worker:
                  ", ".join(f"{t} x{n}" if n > 1 else t for t, n in drawn.items()))
         local: list[ScoredGroup] = []
         held: list[tuple[Optional[int], list[ScoredGroup]]] = []
+
+        def publish_or_hold(chunk: Optional[int], groups: list[ScoredGroup]) -> None:
+            if publish:
+                self._publish(R, [(chunk, groups)])
+            else:
+                held.append((chunk, groups))
+
         t0 = time.perf_counter()
         with progress(len(calls) * cfg.MAX_NEW_TOKENS, f"round {R} generating", "steps") as bar:
             for k, start in enumerate(calls):
@@ -309,13 +316,9 @@ class Worker:
                        for q, prompt, comps in zip(batch, prompts, made)]
                 local += new
                 if chunked:
-                    held.append((k, new))
-                if chunked and publish:
-                    self._publish(R, [held.pop()])
+                    publish_or_hold(k, new)
         if not chunked:
-            held.append((None, local))
-        if not chunked and publish:
-            self._publish(R, [held.pop()])
+            publish_or_hold(None, local)
         seconds = time.perf_counter() - t0
         log.info("round %d: generated in %.0fs, reward mean %.3f (%d of %d groups with reward "
                  "signal); %s", R, seconds, float(np.mean([r for g in local for r in g.rewards])),

@@ -107,14 +107,16 @@ def test_each_node_only_changes_its_own_files(drive, tmp_path, tiny_llama):
                 or path.endswith("peers/coord.json")), path
 
 
+@pytest.mark.parametrize("publishing", [{}, {"ROLLOUT_PUBLISH_FREQUENCY": "generation",
+                                             "GENERATION_BATCH_SIZE": 1}], ids=["round", "chunks"])
 def test_a_round_generated_ahead_is_published_only_once_the_coordinator_opens_it(
-        drive, tmp_path, tiny_llama):
+        drive, tmp_path, tiny_llama, publishing):
     home = str(tmp_path / "home")
     ccfg, cexp = inproc(drive, home, tiny_llama, "coordinator", "coord", MAX_ROUNDS=2)
     coord = Coordinator(ccfg, cexp, Waiter(0.1, 5))
     cexp.create_or_check(question_source(ccfg))
     state = coord.resume_or_start()
-    cfg, exp = inproc(drive, home, tiny_llama, "worker", "w1")
+    cfg, exp = inproc(drive, home, tiny_llama, "worker", "w1", **publishing)
     logs = NodeLogs(exp, "w1", cfg.CACHE_DIR, 60, "INFO")
     worker = Worker(cfg, exp, Waiter(0.1, 5), logs)
     worker.heartbeat.claim()
@@ -134,8 +136,11 @@ def test_a_round_generated_ahead_is_published_only_once_the_coordinator_opens_it
     t0 = time.perf_counter()
     worker.run_round(1, ahead)
     walls[1] += time.perf_counter() - t0
-    doc = json.load(open(os.path.join(round_1, "w1.s0.json")))
-    assert [g["completions"] for g in doc["groups"]] == [g.completions for g in ahead.local]
+    files = sorted((parse_rollout_name(name)[1] or 0, name) for name in os.listdir(round_1))
+    assert len(files) == (cfg.NUM_TRAIN_SAMPLES if publishing else 1)    # one per chunk
+    published = [g["completions"] for _, name in files
+                 for g in json.load(open(os.path.join(round_1, name)))["groups"]]
+    assert published == [g.completions for g in ahead.local]
     for r, wall in enumerate(walls):    # a round's time is its work, each second counted once
         sub = json.load(open(os.path.join(exp_dir(drive), "submissions", f"round_{r}", "w1.json")))
         assert 0 < sub["metrics"]["time/round_s"] <= wall
