@@ -2,8 +2,10 @@
 
 ``checkpoints/{node_id}/round_{R}/`` holds the trainer files (safetensors +
 JSON, see genrl.checkpoint) and, written last, ``manifest.json`` with each
-file's size and SHA-256. A checkpoint without a manifest is incomplete; one
-whose files do not match it is corrupt. Restoring walks from the newest
+file's size and SHA-256, signed by the node (rgym_exp/trust.py), so the SHA-256s
+vouch for the weights. A checkpoint without a manifest is incomplete; one whose
+manifest is not the node's (unsigned, forged) is refused; one whose files do not
+match it is corrupt. Restoring walks from the newest
 checkpoint to older ones and says which it skipped and why. Only the last
 CHECKPOINT_KEEP checkpoints are kept.
 
@@ -26,17 +28,30 @@ import shutil
 import time
 
 from genrl.checkpoint import FILES, load_trainer, save_trainer
-from genrl.rollouts import parse_json
 from rgym_exp.drive.backends import url_scheme
 from rgym_exp.drive.layout import parse_round_dir
 from rgym_exp.drive.store import StoreError
 from rgym_exp.progress import progress
+from rgym_exp.trust import parse_record
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+MANIFEST_MAX_BYTES = 64 * 1024
 MAX_CHECKPOINT_FILE = 64 * 1024 ** 3
 DRIVE_DAILY_UPLOAD = 750e9    # bytes one Google account may upload to Drive in a day
+
+
+def read_manifest(trust, remote: str) -> dict:
+    """The verified manifest of the checkpoint in folder ``remote``; ValueError if there is
+    none or it is not usable (refused: not signed by the checkpoint's node)."""
+    body = trust.read(f"{remote}/{MANIFEST}", MANIFEST_MAX_BYTES)
+    if body is None:
+        raise ValueError("no manifest (the save did not complete)")
+    manifest = parse_record(body, MANIFEST_MAX_BYTES)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ValueError("the manifest lists no files")
+    return manifest
 
 
 def sha256_file(path: str) -> str:
@@ -87,7 +102,7 @@ class CheckpointManager:
                 self.exp.store.upload(path, f"{remote}/{name}")
                 bar.update(os.path.getsize(path))
         before_write()
-        self.exp.store.write(f"{remote}/{MANIFEST}", json.dumps(manifest).encode())
+        self.exp.trust.write(f"{remote}/{MANIFEST}", json.dumps(manifest).encode())
         shutil.rmtree(local, ignore_errors=True)
         log.info("checkpoint saved: round %d, %.1f MB (%s) in %.1fs", round_, total / 1e6,
                  self.mode, time.perf_counter() - t0)
@@ -120,12 +135,8 @@ class CheckpointManager:
     def _fetch(self, round_: int) -> str:
         """Download and verify one checkpoint; returns the local folder. ValueError if bad."""
         remote = self.exp.layout.checkpoint_dir(self.node_id, round_)
-        data = self.exp.store.read(f"{remote}/{MANIFEST}", 64 * 1024)
-        if data is None:
-            raise ValueError("no manifest (the save did not complete)")
-        manifest = parse_json(data, 64 * 1024)
-        files = manifest.get("files") if isinstance(manifest, dict) else None
-        if not isinstance(files, dict) or set(files) != set(FILES):
+        files = read_manifest(self.exp.trust, remote)["files"]
+        if set(files) != set(FILES):
             raise ValueError("manifest does not list the checkpoint files")
         local = os.path.join(self.staging, f"restore_{round_}")
         shutil.rmtree(local, ignore_errors=True)

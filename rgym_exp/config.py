@@ -64,6 +64,11 @@ class Config:
     NODE_ID: str = setting("", "this node's name; default: stable per machine "
                            "(~/.config/rl-swarm/node_id). Swarm mode adds -coordinator / -w1..",
                            group="swarm")
+    KEY_DIR: str = setting("", "this machine's node keys (Ed25519, one per NODE_ID, made at a "
+                           "node's first start) and the keys its nodes have seen; never inside "
+                           "GDRIVE_PATH; default: ~/.config/rl-swarm/keys. Back it up: a node "
+                           "whose key is lost cannot continue under its NODE_ID (README, Keys)",
+                           group="swarm")
     NUM_WORKERS: int = setting(2, "workers started by NODE_ROLE=swarm", min=1, max=64,
                                group="swarm")
     MAX_ROUNDS: int = setting(2000, "rounds in the experiment (the coordinator's setting)", min=1,
@@ -294,6 +299,22 @@ def default_gdrive_path() -> str:
     return COLAB_DRIVE if os.path.isdir(os.path.dirname(COLAB_DRIVE)) else os.path.abspath("swarm_data")
 
 
+def default_key_dir(environ: Mapping[str, str] = os.environ) -> str:
+    return os.path.join(environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"),
+                        "rl-swarm", "keys")
+
+
+def check_key_dir(values: dict) -> None:
+    """KEY_DIR made absolute; ConfigError when it lies inside a local GDRIVE_PATH."""
+    keys = os.path.abspath(os.path.expanduser(values["KEY_DIR"]))
+    shared = values["GDRIVE_PATH"]
+    if "://" not in shared and (keys + os.sep).startswith(os.path.abspath(shared) + os.sep):
+        raise ConfigError(f"KEY_DIR={values['KEY_DIR']!r} is inside GDRIVE_PATH={shared!r}: a "
+                          "node's private key must never be on the shared folder; use a folder "
+                          "only this machine (or your private Drive) holds")
+    values["KEY_DIR"] = keys
+
+
 def stable_node_id(environ: Mapping[str, str] = os.environ) -> str:
     """A node id kept in ~/.config/rl-swarm/node_id, so restarts on this machine reuse it."""
     folder = os.path.join(environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"),
@@ -338,6 +359,8 @@ def load_config(environ: Mapping[str, str] = os.environ) -> tuple[Config, list[s
             raise ConfigError(str(exc)) from None
     if not values.get("NODE_ID"):
         values["NODE_ID"] = stable_node_id(environ)
+    values["KEY_DIR"] = values.get("KEY_DIR") or default_key_dir(environ)
+    check_key_dir(values)
     try:
         check_name("EXPERIMENT_NAME", values.get("EXPERIMENT_NAME", Config.EXPERIMENT_NAME))
         check_name("NODE_ID", values["NODE_ID"])
@@ -398,7 +421,7 @@ def markdown_table() -> str:
     rows = ["| variable | default | what it does |", "|---|---|---|"]
     for name, f in SETTINGS.items():
         meta = f.metadata
-        default = "(computed)" if name in ("GDRIVE_PATH", "NODE_ID") else (
+        default = "(computed)" if name in ("GDRIVE_PATH", "NODE_ID", "KEY_DIR") else (
             f"`{f.default}`" if f.default != "" else "(empty)")
         text = meta["help"].rstrip(".") + "."
         text += f" One of: {', '.join(meta['choices'])}." if meta["choices"] else ""
@@ -417,7 +440,7 @@ def help_text() -> str:
                 continue
             meta = f.metadata
             default = repr(f.default) if f.default != "" else "(computed)" if name in (
-                "GDRIVE_PATH", "NODE_ID") else "(empty)"
+                "GDRIVE_PATH", "NODE_ID", "KEY_DIR") else "(empty)"
             extra = f"; one of {', '.join(meta['choices'])}" if meta["choices"] else ""
             extra += "; must match across the experiment" if meta["shared"] else ""
             lines.append(f"  {name} (default {default}): {meta['help']}{extra}")

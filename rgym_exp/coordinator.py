@@ -28,6 +28,11 @@ submissions folder is listed at every tick only once the round may close (it has
 too. The state file every worker polls is rewritten when a round opens, closes or is
 extended, and for its ``waiting_for`` list at most once a minute. Old rounds are found
 by a listing once after a start; later ones are retired as they come of age.
+
+Only signed records count (rgym_exp/trust.py): a worker is live by its verified peer
+record, and has submitted a round when its submission file there is signed by it (read
+once each: a name in the folder is not enough). What was refused is named in one log
+line per round, when the next opens.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from rgym_exp.drive.layout import parse_round_dir
 from rgym_exp.drive.store import StoreError, TransientStoreError
 from rgym_exp.experiment import Experiment, question_source
 from rgym_exp.heartbeat import Heartbeat
-from rgym_exp.readers import Peers, PeerView, retire_submissions, submitted
+from rgym_exp.readers import Peers, PeerView, retire_submissions, submitted, verified
 from rgym_exp.records import RoundState, StateTracker, write_record
 from rgym_exp.waiting import Waiter, WaitTimeout
 
@@ -74,6 +79,7 @@ class Coordinator:
         self._peers_read_at = -math.inf
         self._looked_for: tuple = ()           # (round, submitters) that made tick look at peers/
         self._done: set[str] = set()             # submissions of _done_round, as last listed
+        self._checked: dict = {}                 # (round, node) -> its submission verified?
         self._done_round, self._done_at = -1, -math.inf
         self._round_s = None                     # how long the last round after round 0 took
         self._retired_through = None             # rounds up to this one are retired (None: look)
@@ -87,7 +93,7 @@ class Coordinator:
         if self.heartbeat is not None:
             self.heartbeat.ensure_owner()     # a coordinator taken over writes no state
         state = replace(state, updated_at=self.clock(), coordinator=self.cfg.NODE_ID)
-        write_record(self.exp.store, self.layout.state_file, state)
+        write_record(self.exp.trust, self.layout.state_file, state)
         self.tracker.state = state
         return state
 
@@ -97,14 +103,29 @@ class Coordinator:
         self.exp.store.makedirs(self.layout.rollouts_dir(round_))
         self.exp.store.makedirs(self.layout.submissions_dir(round_))
         now = self.clock()
+        refused = self.exp.trust.round_line(f"round {round_ - 1}" if round_ else "at start")
+        if refused:
+            log.warning("%s", refused)
         log.info("round %d opened (deadline in %.0fs)", round_, self.cfg.ROUND_TIMEOUT)
         return self._write(RoundState(round=round_, started_at=now, deadline=now + self.cfg.ROUND_TIMEOUT,
                                       max_rounds=self.cfg.MAX_ROUNDS))
 
+    def _newest_round(self) -> int:
+        """The newest round with a folder (-1: none): where a coordinator whose state file is
+        gone, or refused (replaced by someone without its key), resumes."""
+        rounds = [parse_round_dir(e.name) for folder in (self.layout.rollouts_root,
+                                                          self.layout.submissions_root)
+                  for e in self.exp.store.list(folder) if e.is_dir]
+        return max([r for r in rounds if r is not None and r < self.cfg.MAX_ROUNDS], default=-1)
+
     def resume_or_start(self) -> RoundState:
         state = self.tracker.refresh()
         if state is None:
-            return self._open(0)
+            newest = self._newest_round()
+            if newest > 0:
+                log.warning("no usable state file (missing, or refused: not signed by this "
+                            "coordinator); resuming at round %d, the newest round folder", newest)
+            return self._open(max(newest, 0))
         if state.finished and state.round + 1 < self.cfg.MAX_ROUNDS:
             log.info("experiment had finished at round %d; MAX_ROUNDS=%d extends it", state.round,
                      self.cfg.MAX_ROUNDS)
@@ -118,7 +139,7 @@ class Coordinator:
             log.info("resuming at round %d (from the state file; %.0fs left before its deadline)",
                      state.round, left)
             state = self._write(replace(state, started_at=now - elapsed, deadline=now + left,
-                                        max_rounds=self.cfg.MAX_ROUNDS))
+                                        max_rounds=max(self.cfg.MAX_ROUNDS, state.round + 1)))
         return state
 
     # --- observing the swarm ----------------------------------------------------------
@@ -166,7 +187,10 @@ class Coordinator:
         return live
 
     def submitted(self, round_: int) -> set[str]:
-        return submitted(self.exp.store, self.layout, round_)
+        """Workers whose submission of ``round_`` is in its folder and signed by them."""
+        self._checked = {k: v for k, v in self._checked.items() if k[0] >= round_ - 1}
+        return verified(self.exp.reader, self.layout, round_,
+                        submitted(self.exp.store, self.layout, round_), self._checked)
 
     def look_at_submissions(self, state: RoundState) -> set[str]:
         """Who submitted the current round: one listing of its folder at every tick once the

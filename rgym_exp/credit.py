@@ -14,8 +14,12 @@ Two ways to count, one answer:
   status reads anyway: no extra request. A restarted worker takes its tally back with
   its NODE_ID (rgym_exp/heartbeat.py).
 
-Everything here is untrusted input (DESIGN invariant 7): names, counts and rewards are
-checked, and an entry that fails is skipped. No torch.
+Everything here is untrusted input (DESIGN invariant 7). Only signed claims reach it
+(submissions and peer records are verified as they are read: rgym_exp/trust.py), and
+even a signed claim is bounded: names, counts and rewards are checked, a submission
+counts at most MAX_J groups, a tally at most MAX_J per round its node has reached, a
+group's mean reward is at most MAX_GROUP_REWARD in size; an entry that fails is skipped. No
+torch.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from rgym_exp.drive.store import Store
 from rgym_exp.readers import every_round
 
 MAX_ORIGINS = 4096        # entries of one tally read from a record
-MAX_GROUPS = 10 ** 9
+MAX_J = 256               # NUM_TRANSPLANT_TREES' largest value: groups used per round, at most
+MAX_GROUP_REWARD = 11.0   # a correct answer (1) plus FORMAT_REWARD_WEIGHT's largest value (10)
 
 
 @dataclass
@@ -46,7 +51,7 @@ class Credit:
 
 
 def _reward(value) -> Optional[float]:
-    ok = type(value) in (int, float) and math.isfinite(value) and abs(value) <= 1e6
+    ok = type(value) in (int, float) and math.isfinite(value) and abs(value) <= MAX_GROUP_REWARD
     return float(value) if ok else None
 
 
@@ -65,7 +70,7 @@ def count_submissions(submissions) -> dict[str, Credit]:
     credit: dict[str, Credit] = {}
     for sub in submissions:
         credit.setdefault(sub.node_id, Credit(sub.node_id))
-        for item in sub.external if isinstance(sub.external, list) else ():
+        for item in sub.external[:MAX_J] if isinstance(sub.external, list) else ():
             if not isinstance(item, dict) or not isinstance(item.get("node"), str):
                 continue
             reward = _reward(item.get("reward_mean"))
@@ -96,23 +101,26 @@ class Tally:
         return {k: list(v) for k, v in self.used_from.items()}
 
 
-def _checked(tally) -> list:
-    """The valid (origin, [groups, reward_sum]) entries of an untrusted tally."""
-    out = []
+def _checked(tally, rounds: Optional[int] = None) -> list:
+    """The valid (origin, [groups, reward_sum]) entries of an untrusted tally, of a node that
+    has done at most ``rounds`` rounds (None: any number)."""
+    out, most = [], MAX_J * rounds if rounds is not None else math.inf
     for origin, value in list(tally.items())[:MAX_ORIGINS] if isinstance(tally, dict) else ():
         if (isinstance(origin, str) and NAME_RE.fullmatch(origin) and isinstance(value, list)
-                and len(value) == 2 and type(value[0]) is int and 0 <= value[0] <= MAX_GROUPS
+                and len(value) == 2 and type(value[0]) is int and 0 <= value[0] <= most
                 and type(value[1]) in (int, float) and math.isfinite(value[1])
-                and abs(value[1]) <= 1e6 * max(value[0], 1)):
+                and abs(value[1]) <= MAX_GROUP_REWARD * value[0]):
             out.append((origin, [value[0], float(value[1])]))
     return out
 
 
 def from_peers(records: dict) -> dict[str, Credit]:
-    """Credit from the workers' peer records (node id -> PeerRecord with ``used_from``)."""
+    """Credit from the workers' peer records (node id -> PeerRecord with ``used_from``): at
+    most MAX_J groups per round each record's node has reached."""
     credit: dict[str, Credit] = {}
     for user, record in records.items():
-        for origin, (groups, reward_sum) in _checked(getattr(record, "used_from", None)):
+        rounds = max(getattr(record, "round", 0), 0) + 2   # the round it is in, and one ahead
+        for origin, (groups, reward_sum) in _checked(getattr(record, "used_from", None), rounds):
             _add(credit, origin, user, groups, reward_sum)
     return credit
 

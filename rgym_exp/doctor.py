@@ -9,6 +9,7 @@ any check is an error. It reads the same environment variables as the launcher.
     packages    requirements.txt's packages, at the versions it asks for
     extras      what the settings need besides: REPORT_TO's trackers, s3fs / gcsfs for buckets
     folder      GDRIVE_PATH: Drive mounted (Colab), writable, free space; gdrive:// credentials
+    keys        this node's key pair in KEY_DIR: readable, private (mode 600), not shared
     model*      MODEL_NAME: a .gguf file, a model folder, a cached hub id, the hub or the
                 offline wheel
     device*     torch's device and the dtypes it computes in (DEVICE, DTYPE)
@@ -16,7 +17,8 @@ any check is an error. It reads the same environment variables as the launcher.
     hub*        a hub MODEL_NAME can be downloaded; HUB_REPO_ID's token can write
     clock*      this clock against the Hub's or the store's (the protocol never compares
                 clocks, but a far-off one confuses people reading logs and status)
-    experiment* experiment.json, if there is one: protocol and shared settings as this node's
+    experiment* experiment.json, if there is one: signed, protocol and shared settings as this
+                node's, and (a coordinator) the key it pins is this node's
 
 The launcher runs the quick subset (no star: no network, no torch, well under a second) at
 start and stops (exit 2) on an error (a package at the wrong version is only a warning
@@ -160,6 +162,31 @@ def check_folder(cfg: Config) -> list[Check]:
     return checks
 
 
+def check_keys(cfg: Config) -> Check:
+    """This node's key file (rgym_exp/trust.py): usable and private, or made at first start."""
+    from rgym_exp.trust import Keys, fingerprint
+    nodes = ([f"{cfg.NODE_ID}-coordinator"] + [f"{cfg.NODE_ID}-w{k}" for k in
+             range(1, cfg.NUM_WORKERS + 1)]) if cfg.NODE_ROLE == "swarm" else [cfg.NODE_ID]
+    paths = [os.path.join(cfg.KEY_DIR, f"{node}.key") for node in nodes]
+    have = [p for p in paths if os.path.exists(p)]
+    if not have:
+        return Check("keys", "ok", f"none yet in {cfg.KEY_DIR}: made at the first start (back "
+                     "KEY_DIR up then: README, Keys)")
+    shown = []
+    for path in have:
+        try:
+            key = Keys.load_or_create(path)
+        except ValueError as exc:
+            return Check("keys", "error", str(exc), "restore the file from your backup of KEY_DIR")
+        if os.stat(path).st_mode & 0o077:
+            return Check("keys", "warning", f"{path} can be read by other users of this machine",
+                         f"chmod 600 {path}")
+        shown.append(f"{os.path.basename(path)} ({fingerprint(key.public)})")
+    return Check("keys", "ok", f"{', '.join(shown)} in {cfg.KEY_DIR}"
+                 + (f"; {len(paths) - len(have)} made at first start" if len(have) < len(paths)
+                    else ""))
+
+
 def check_model(cfg: Config) -> Check:
     name = cfg.MODEL_NAME
     if name.endswith(".gguf"):
@@ -267,13 +294,16 @@ def check_experiment(cfg: Config) -> Check:
     from rgym_exp.drive.backends import open_store
     from rgym_exp.drive.layout import Layout
     from rgym_exp.experiment import question_source
-    from rgym_exp.records import PROTOCOL_VERSION, ExperimentInfo, RecordReader
+    from rgym_exp.records import PROTOCOL_VERSION, ExperimentMismatch, read_info
+    from rgym_exp.trust import Keys, Trust
     if is_local(cfg.GDRIVE_PATH) and not os.path.isdir(cfg.GDRIVE_PATH):
         return Check("experiment", "ok", f"{cfg.EXPERIMENT_NAME}: no experiment.json yet (no "
                      "folder yet)")
     try:
         store = open_store(cfg.GDRIVE_PATH, cfg.GDRIVE_CREDENTIALS, cfg.GDRIVE_API_ENDPOINT)
-        info = RecordReader(store).read(ExperimentInfo, Layout(cfg.EXPERIMENT_NAME).experiment_file)
+        info = read_info(store, Layout(cfg.EXPERIMENT_NAME), Trust(store))
+    except ExperimentMismatch as exc:
+        return Check("experiment", "error", str(exc))
     except Exception as exc:  # noqa: BLE001
         return Check("experiment", "error", f"experiment.json not readable: {exc}")
     if info is None:
@@ -282,6 +312,16 @@ def check_experiment(cfg: Config) -> Check:
     if info.protocol != PROTOCOL_VERSION:
         return Check("experiment", "error", f"{cfg.EXPERIMENT_NAME} uses folder protocol "
                      f"{info.protocol}, this code {PROTOCOL_VERSION}", "update the code on all nodes")
+    key = os.path.join(cfg.KEY_DIR, f"{cfg.NODE_ID}.key")
+    if cfg.NODE_ROLE == "coordinator" and os.path.exists(key):
+        try:
+            mine = Keys.load_or_create(key).public
+        except ValueError:
+            mine = ""
+        if mine != info.coordinator_key:
+            return Check("experiment", "error", f"{cfg.EXPERIMENT_NAME} pins coordinator key "
+                         f"{info.coordinator_key[:8]}..., not this node's ({key})",
+                         "restore that coordinator's key file, or use a new EXPERIMENT_NAME")
     differ = [f"{k}={v!r} (experiment: {info.shared[k]!r})" for k, v in sorted(
         cfg.shared_settings().items()) if info.shared.get(k) is not None and info.shared[k] != v]
     try:
@@ -306,7 +346,7 @@ def run_checks(environ=os.environ, quick: bool = False) -> list[Check]:
     given = sum(1 for name in SETTINGS if environ.get(name, "").strip())
     checks += [Check("settings", "ok", f"{given} from the environment, the rest at defaults; "
                      f"NODE_ID={cfg.NODE_ID}, NODE_ROLE={cfg.NODE_ROLE}"), check_extras(cfg),
-               *check_folder(cfg)]
+               *check_folder(cfg), check_keys(cfg)]
     hub = check_hub_push(cfg, network=not quick)
     if not quick:
         checks += [check_model(cfg), check_device(cfg)]

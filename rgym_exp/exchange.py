@@ -25,8 +25,10 @@ Gathering, for a node that wants J groups (DESIGN.md, "One round", step 4):
 * Never twice: the selector remembers the groups this node trained on; after a restart
   ``recall_used`` reads them back from the node's own submissions (each lists them).
 
-Every file is validated (genrl.rollouts.decode_rollouts); whatever is wrong is counted
-by reason, never raised.
+Every file is verified first (signed by the node its name says: rgym_exp/trust.py; a
+refused file costs its read but never its claimed sender's claims), then validated
+(genrl.rollouts.decode_rollouts); whatever is wrong is counted by reason, never raised.
+The coordinator publishes no rollouts: files under its name are skipped.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from genrl.sapo import ExternalSelector, ScoredGroup, has_signal
 from rgym_exp.drive.layout import parse_rollout_name
 from rgym_exp.drive.store import StoreError, TooLarge
 from rgym_exp.records import Submission
+from rgym_exp.trust import Refused
 
 log = logging.getLogger(__name__)
 READ_BUDGET_PER_GROUP = 2      # reads per wanted group, at most (bench/exchange.py)
@@ -108,7 +111,7 @@ class RolloutExchange:
     def publish(self, round_: int, groups: list[RolloutGroup], chunk: int | None = None) -> str:
         signal = sum(has_signal(g.rewards) for g in groups)
         path = self.exp.layout.rollout(round_, self.node_id, chunk, signal)
-        self.exp.store.write(path, encode_rollouts(groups, self.node_id, round_, chunk or 0))
+        self.exp.trust.write(path, encode_rollouts(groups, self.node_id, round_, chunk or 0))
         return path
 
     def gather(self, round_: int, want: int, selector: ExternalSelector, rng: np.random.Generator,
@@ -159,7 +162,7 @@ class RolloutExchange:
             out.rejected["round folder could not be listed"] += 1
             log.debug("cannot list round %d: %s", r, exc)
             return []
-        slots = []
+        slots, info = [], getattr(self.exp, "info", None)
         for entry in entries:
             parsed = parse_rollout_name(entry.name)
             if parsed is None:
@@ -168,6 +171,10 @@ class RolloutExchange:
             node, chunk, claimed = parsed
             path = self.exp.layout.rollout(r, node, chunk, claimed)
             if node == self.node_id or entry.is_dir or path in known:
+                continue
+            if info is not None and node == info.coordinator:
+                out.rejected["under the coordinator's name (it publishes none)"] += 1
+                known[path] = _File(path, node, r, 0, claimed, [])
                 continue
             if entry.size > self.limits.max_file_bytes:
                 out.rejected["file over the size cap"] += 1
@@ -206,6 +213,14 @@ class RolloutExchange:
             return []
         if data is None:
             return []  # vanished since the listing (cleanup): not an error
+        try:
+            data = self.exp.trust.open(f.path, data)
+        except Refused as exc:
+            out.rejected[f"refused: {exc.reason}"[:80]] += 1
+            return []
+        except ValueError as exc:       # torn, or no JSON at all
+            out.rejected[str(exc)[:80]] += 1
+            return []
         groups, reasons = decode_rollouts(data, expected_node=f.node, limits=self.limits)
         for reason in reasons:
             out.rejected[reason[:80]] += 1

@@ -26,12 +26,12 @@ import time
 from typing import Optional
 
 from genrl.checkpoint import STATE, WEIGHTS
-from genrl.rollouts import parse_json
-from rgym_exp.checkpoints import MANIFEST, MAX_CHECKPOINT_FILE, sha256_file
+from rgym_exp.checkpoints import MAX_CHECKPOINT_FILE, read_manifest, sha256_file
 from rgym_exp.drive.layout import Layout, parse_round_dir
 from rgym_exp.drive.store import Store, StoreError
 from rgym_exp.records import ExperimentInfo, RecordReader
 from rgym_exp.series import read_metrics, read_submissions
+from rgym_exp.trust import Trust
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,7 @@ def fetch_weights(store: Store, layout: Layout, node: str, round_: int, dest: st
     """Download round ``round_``'s weights and trainer state into ``dest``, each checked
     against the manifest; returns the trainer state. ValueError when unusable."""
     remote = layout.checkpoint_dir(node, round_)
-    data = store.read(f"{remote}/{MANIFEST}", 64 * 1024)
-    if data is None:
-        raise ValueError("no manifest (the save did not complete)")
-    manifest = parse_json(data, 64 * 1024)
-    files = manifest.get("files") if isinstance(manifest, dict) else None
+    files = read_manifest(Trust(store), remote)["files"]   # signed by the node
     os.makedirs(dest, exist_ok=True)
     for name in (WEIGHTS, STATE):
         meta = files.get(name) if isinstance(files, dict) else None

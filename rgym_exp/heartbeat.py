@@ -27,6 +27,22 @@ the folder was stale.
 NODE_IDs are unique regardless of case (Drive matches names case-insensitively,
 so ``Alice`` and ``alice`` would share files): a node whose NODE_ID differs from
 a registered one only in case refuses to start.
+
+Keys (rgym_exp/trust.py). The record is signed with the node's key, and its first
+signed record registers that key: only a process holding the same key file can
+continue or take over the NODE_ID. At start a record of this NODE_ID signed by
+another key means another machine registered it first (refused: exit 2, unless it
+is running, then as above) -- or, when this machine's own trust file says it
+registered the NODE_ID here, an impostor's record (ignored, counted). Anything
+else at the path (unsigned, forged, too deep) is ignored: it can neither keep a
+node from starting nor stop a running one, whose ownership checks read only
+records signed with its own key. Names that differ only in case count only when
+their record is signed.
+
+Every ``PRESENCE_BEATS`` beats, once experiment.json was checked, the heartbeat
+looks at it: missing at ``GONE_LOOKS`` looks in a row, the experiment folder has
+vanished, and the node stops (exit 5) without writing anything more; the
+coordinator writes back an experiment.json replaced by one it did not sign.
 """
 
 from __future__ import annotations
@@ -39,14 +55,19 @@ import time
 import uuid
 from dataclasses import replace
 
-from rgym_exp.records import PeerRecord, write_record
+from rgym_exp.records import RECORD_MAX_BYTES, PeerRecord, parse, write_record
 from rgym_exp.drive.store import MountLost, StoreError
+from rgym_exp.trust import fingerprint
 from rgym_exp.waiting import Waiter
 
 log = logging.getLogger(__name__)
 MIN_WATCH = 5.0  # seconds a newcomer watches a running record before it may take it over
 FRESH_BEATS = 1.5  # our last beat younger than this many intervals: no takeover can have happened
 VERIFY_BEATS = 4   # ... but read the record at least every this many intervals anyway
+PRESENCE_BEATS = 2  # experiment.json looked at every this many beats ...
+GONE_LOOKS = 2      # ... missing at this many looks in a row: the experiment folder vanished
+EXIT_GONE = 5
+UNUSABLE = "unusable"
 
 
 class DuplicateNode(RuntimeError):
@@ -77,49 +98,97 @@ class Heartbeat:
         self._thread = None
         self._done = threading.Event()
         self.taken_over = threading.Event()
+        self.gone = False                    # the experiment folder vanished
+        self._presence = [0, 0]              # beats since the last look, looks missing in a row
 
     def _read(self):
+        """The record, if it is signed with this node's key (anything else reads as None)."""
         record = self.exp.reader.read(PeerRecord, self.path)
         self._verified_at = time.monotonic()
         return record
+
+    def _registration(self, path: str):
+        """(record, key) of the peer record at ``path`` checked against the key in its own
+        seal; None if there is none, UNUSABLE if it is no signed peer record of its node."""
+        try:
+            data = self.exp.store.read(path, RECORD_MAX_BYTES)
+            if data is None:
+                return None
+            body, key = self.exp.trust.peek(path, data)
+            record = parse(PeerRecord, body)
+        except (StoreError, ValueError, TypeError) as exc:
+            log.warning("ignoring %s: not a signed peer record of its node (%s)", path, exc)
+            return UNUSABLE
+        return (record, key) if path == self.exp.layout.peer(record.node_id) else UNUSABLE
 
     def _check_case(self) -> None:
         """Refuse a NODE_ID that differs from a registered one only in case."""
         me = self.record.node_id
         for entry in self.exp.store.list(self.exp.layout.peers_dir):
             other = entry.name[:-5] if entry.name.endswith(".json") else ""
-            if other != me and other.casefold() == me.casefold():
+            if other != me and other.casefold() == me.casefold() and self._registration(
+                    self.exp.layout.peer(other)) not in (None, UNUSABLE):
                 raise DuplicateNode(
                     f"NODE_ID {me} differs from the registered node {other} only in case; Drive "
                     "matches names ignoring case, so both would share files. Use another NODE_ID")
 
-    def claim(self) -> None:
-        """Register this process as the node's only writer (see module doc)."""
-        self._check_case()
-        other = self._read()
-        if other is not None and other.session != self.record.session and other.status in (
-                "starting", "running"):
+    def _watch(self, other: PeerRecord) -> None:
+        """DuplicateNode if ``other``'s heartbeat advances while we watch it."""
+        # long enough to see a live writer beat even when a write is being retried
+        watch = max(2.5 * max(self.interval, other.interval), MIN_WATCH)
+        log.info("NODE_ID %s has a running record (host %s, pid %d); watching its heartbeat "
+                 "for %.0fs", other.node_id, other.host, other.pid, watch)
+        end = time.monotonic() + watch
+        while time.monotonic() < end:
+            self.waiter.pause(min(1.0, self.interval / 4))
+            now = self._registration(self.path)
+            now = now[0] if isinstance(now, tuple) else None
+            if now is not None and now.session == other.session and now.beat != other.beat:
+                raise DuplicateNode(
+                    f"NODE_ID {other.node_id} is already in use by a running process (host "
+                    f"{other.host}, pid {other.pid}): its heartbeat is advancing. Stop that "
+                    "process, or give this one another NODE_ID")
+
+    def _previous(self):
+        """The record this process continues from (None: a first start), after refusing
+        to start where another live process or another machine's key holds NODE_ID."""
+        trust, root = self.exp.trust, self.exp.layout.root
+        found = self._registration(self.path)
+        if not isinstance(found, tuple):
+            return None
+        other, key = found
+        running = other.session != self.record.session and other.status in ("starting", "running")
+        if key != trust.keys.public:
+            if trust.registered_here(root):
+                trust.count(other.node_id, "signed by another key")
+                log.warning("%s is signed by another key (%s) than the one this node registered "
+                            "here (%s): an impostor's record, ignored", self.path,
+                            fingerprint(key), fingerprint(trust.keys.public))
+                return None
+            if running:
+                self._watch(other)
+            raise DuplicateNode(
+                f"NODE_ID {other.node_id} is registered with another key ({fingerprint(key)}...) "
+                f"than this machine's ({trust.keys.path}, {fingerprint(trust.keys.public)}...): "
+                "copy the key file of the machine that registered it here to continue that "
+                "node, or use another NODE_ID")
+        if running:
             if other.host == self.record.host and not pid_alive(other.pid):
                 log.info("NODE_ID %s: the previous process (pid %d) is gone; continuing as this "
                          "node", other.node_id, other.pid)
             else:
-                # long enough to see a live writer beat even when a write is being retried
-                watch = max(2.5 * max(self.interval, other.interval), MIN_WATCH)
-                log.info("NODE_ID %s has a running record (host %s, pid %d); watching its "
-                         "heartbeat for %.0fs", other.node_id, other.host, other.pid, watch)
-                end = time.monotonic() + watch
-                while time.monotonic() < end:
-                    self.waiter.pause(min(1.0, self.interval / 4))
-                    now = self._read()
-                    if now is not None and now.session == other.session and now.beat != other.beat:
-                        raise DuplicateNode(
-                            f"NODE_ID {other.node_id} is already in use by a running process "
-                            f"(host {other.host}, pid {other.pid}): its heartbeat is advancing. "
-                            "Stop that process, or give this one another NODE_ID")
+                self._watch(other)
                 log.info("NODE_ID %s: the previous session stopped without closing; taking over",
                          other.node_id)
+        return other
+
+    def claim(self) -> None:
+        """Register this process as the node's only writer (see module doc)."""
+        self._check_case()
+        other = self._previous()
         with self._lock:
-            self.record.beat = (other.beat + 1) if other is not None else 0
+            self.record.beat = max((other.beat + 1) if other is not None else 0,
+                                   self.exp.trust.claimed(self.exp.layout.root) + 1)
             if other is not None and other.role == self.record.role:
                 self.record.used_from = other.used_from   # credit tallies go on (credit.py)
             marker = self.exp.layout.claim(self.record.node_id, self.record.beat)
@@ -130,7 +199,8 @@ class Heartbeat:
                     "NODE_ID")
             self.record.status = "running"
             self.record.updated_at = time.time()
-            write_record(self.exp.store, self.path, self.record)
+            write_record(self.exp.trust, self.path, self.record)
+            self.exp.trust.remember_own(self.exp.layout.root, self.record.beat)
             self._written_at = time.monotonic()
 
     def update(self, **fields) -> None:
@@ -161,7 +231,7 @@ class Heartbeat:
     def owns(self) -> bool:
         """Whether this process still holds NODE_ID (a small read when it may not)."""
         with self._lock:
-            if self.taken_over.is_set():
+            if self.taken_over.is_set() or self.gone:
                 return False
             return not (self._may_have_lost() and self._lost(self._read()))
 
@@ -170,14 +240,44 @@ class Heartbeat:
         if not self.owns():
             self.waiter.check()
 
+    def _present(self) -> bool:
+        """False once experiment.json was missing at GONE_LOOKS looks in a row (then the node
+        is asked to stop, exit 5); looked at every PRESENCE_BEATS beats once it was checked."""
+        exp = self.exp
+        if getattr(exp, "info", None) is None or self.gone:
+            return not self.gone
+        self._presence[0] += 1
+        if self._presence[0] < PRESENCE_BEATS and not self._presence[1]:
+            return True
+        self._presence[0] = 0
+        try:
+            data = exp.store.read(exp.layout.experiment_file, RECORD_MAX_BYTES)
+        except StoreError:
+            return True                            # cannot tell: a transient failure
+        if data is not None:
+            self._presence[1] = 0
+            if self.record.role == "coordinator":
+                exp.restore_info(data)
+            return True
+        self._presence[1] += 1
+        if self._presence[1] >= GONE_LOOKS:
+            self.gone = True
+            self.waiter.request_stop(
+                f"the experiment folder {exp.layout.root} in {exp.store.description} vanished: "
+                f"experiment.json is gone (deleted, moved or unmounted; missing at {GONE_LOOKS} "
+                "looks in a row); this node stops and writes nothing more", code=EXIT_GONE)
+            self._done.set()
+        return False
+
     def beat(self) -> None:
         with self._lock:
             try:
-                if not self.owns():
+                if not self._present() or not self.owns():
                     return
                 self.record.beat += 1
                 self.record.updated_at = time.time()
-                write_record(self.exp.store, self.path, self.record)
+                self.record.refused = self.exp.trust.refused_by_signer()
+                write_record(self.exp.trust, self.path, self.record)
                 self._written_at = time.monotonic()
             except (StoreError, MountLost) as exc:   # the main thread stops on a lost mount
                 log.warning("heartbeat not written: %s", exc)
@@ -195,6 +295,8 @@ class Heartbeat:
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
+            if self.gone:
+                return  # nothing is written into a vanished experiment folder
             try:
                 current = self._read()
             except MountLost:
@@ -205,7 +307,8 @@ class Heartbeat:
             self.record.status, self.record.updated_at = status, time.time()
             self.record.phase = phase or status
             self.record.beat += 1
+            self.record.refused = self.exp.trust.refused_by_signer()
             try:
-                write_record(self.exp.store, self.path, self.record)
+                write_record(self.exp.trust, self.path, self.record)
             except StoreError as exc:
                 log.warning("final peer record not written: %s", exc)

@@ -1,9 +1,11 @@
 """The small JSON records of the folder protocol, and how they are read.
 
-Each record has one writer (DESIGN.md invariant 1). Reading one never crashes:
-a missing, torn, oversized or malformed file reads as None ("not there yet"),
-and the reader counts it. ``StateTracker`` keeps the newest round state seen,
-because Drive can serve a stale copy after a newer one (invariant 4).
+Each record has one writer (DESIGN.md invariant 1) and is signed by it: written through
+``write_record`` (sealed by rgym_exp/trust.py) and read through ``RecordReader``, which
+verifies the seal before it parses a byte. Reading one never crashes: a missing, torn,
+oversized, too deeply nested, malformed or refused (unsigned, forged) file reads as None
+("not there yet"), and the reader counts it. ``StateTracker`` keeps the newest round
+state seen, because Drive can serve a stale copy after a newer one (invariant 4).
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional, TypeVar
 
-from genrl.rollouts import parse_json
+from rgym_exp.drive.layout import NAME_RE
 from rgym_exp.drive.store import Store, StoreError
+from rgym_exp.trust import Refused, Trust, parse_record
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 2     # 2: namespaced metrics, one record per round, rollout signal claims
+PROTOCOL_VERSION = 3     # 2: namespaced metrics, one record per round, rollout signal claims;
+#                          3: every record signed (rgym_exp/trust.py)
 RECORD_MAX_BYTES = 256 * 1024
+MAX_ROUNDS_LIMIT = 10 ** 9
 
 
 @dataclass
@@ -35,6 +40,7 @@ class ExperimentInfo:
     max_rounds: int
     coordinator: str
     instance: str = ""                  # random at creation: this experiment, not another of its name
+    coordinator_key: str = ""           # the coordinator's public key (Ed25519, base64): pinned
 
     @property
     def instance_id(self) -> str:
@@ -82,6 +88,8 @@ class PeerRecord:
     interval: float = 0.0               # seconds between its heartbeats (others watch that long)
     used_from: dict = field(default_factory=dict)  # peer groups trained on: origin -> [groups,
     #                                     sum of their mean rewards] (rgym_exp/credit.py)
+    refused: dict = field(default_factory=dict)    # files this node refused: the node each
+    #                                     claimed -> {reason: count} (rgym_exp/trust.py)
 
 
 @dataclass
@@ -136,35 +144,129 @@ def from_dict(cls: type[R], doc) -> R:
         if not ok:
             raise ValueError(f"field {f.name} has the wrong type")
         kwargs[f.name] = float(value) if kind == "float" else value
-    return cls(**kwargs)  # a missing required field raises TypeError
+    return check(cls(**kwargs))  # a missing required field raises TypeError
+
+
+def check(record):
+    """``record`` if its values are in range, else ValueError (what types cannot say)."""
+    if isinstance(record, RoundState) and not (
+            0 <= record.round < record.max_rounds <= MAX_ROUNDS_LIMIT):
+        raise ValueError(f"round {record.round} of {record.max_rounds} is out of range")
+    if isinstance(record, (PeerRecord, Submission)) and not NAME_RE.fullmatch(record.node_id):
+        raise ValueError("node_id is not a node name")
+    if isinstance(record, PeerRecord) and record.beat < 0:
+        raise ValueError("beat is negative")
+    if isinstance(record, Submission) and not 0 <= record.round < MAX_ROUNDS_LIMIT:
+        raise ValueError("round is out of range")
+    return record
+
+
+def parse(cls: type[R], body: bytes, max_bytes: int = RECORD_MAX_BYTES) -> R:
+    """A record from verified bytes: one size and depth limit (trust.parse_record), then
+    known fields, types and ranges. ValueError or TypeError when unusable."""
+    return from_dict(cls, parse_record(body, max_bytes))
 
 
 class RecordReader:
-    """Reads records, counting files it could not use (not there yet)."""
+    """Reads records, verifying each (``trust``; default: a reader with no key of its own)
+    and counting files it could not use: ``unreadable`` (not there yet) and ``refused``
+    (failed verification: rgym_exp/trust.py counts them by claimed signer and reason)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, trust: Optional[Trust] = None):
         self.store = store
+        self.trust = trust or Trust(store)
         self.unreadable = 0
+        self.refused = 0
 
     def read(self, cls: type[R], path: str) -> Optional[R]:
         try:
-            data = self.store.read(path, RECORD_MAX_BYTES)
+            data = self.trust.read(path, RECORD_MAX_BYTES)
         except StoreError as exc:
             self.unreadable += 1
             log.debug("cannot read %s: %s", path, exc)
             return None
+        except Refused as exc:
+            self.refused += 1
+            log.debug("refusing %s", exc)
+            return None
+        except ValueError as exc:          # torn, or no JSON: not there yet
+            self.unreadable += 1
+            log.debug("ignoring unusable %s: %s", path, exc)
+            return None
         if data is None:
             return None
         try:
-            return from_dict(cls, parse_json(data, RECORD_MAX_BYTES))
+            return parse(cls, data)
         except (ValueError, TypeError) as exc:
             self.unreadable += 1
             log.debug("ignoring unusable %s: %s", path, exc)
             return None
 
 
-def write_record(store: Store, path: str, record) -> None:
-    store.write(path, to_json(record))
+class ExperimentMismatch(RuntimeError):
+    """This node's shared settings (or protocol, or key) differ from the experiment's."""
+
+
+def old_protocol(data: bytes) -> Optional[int]:
+    """The protocol an unsigned experiment.json says wrote it, if an older one."""
+    try:
+        doc = json.loads(data[:RECORD_MAX_BYTES].decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    version = doc.get("protocol") if isinstance(doc, dict) else None
+    return version if type(version) is int and 0 < version < PROTOCOL_VERSION else None
+
+
+def read_info(store: Store, layout, trust: Trust, starting: bool = False
+              ) -> Optional[ExperimentInfo]:
+    """experiment.json, verified; the copy ``trust`` first verified when the folder's was
+    replaced by another (counted as refused); None when there is none (or none usable).
+    ExperimentMismatch for a folder written by an older protocol, without signatures, and,
+    when ``starting``, for one signed by another coordinator key than this node first saw
+    (the experiment made anew by another coordinator, or replaced: the node cannot tell)."""
+    path = layout.experiment_file
+    try:
+        data = store.read(path, RECORD_MAX_BYTES)
+    except StoreError as exc:
+        log.debug("cannot read %s: %s", path, exc)
+        return None
+    if data is None:
+        return None
+    try:
+        body = trust.open(path, data)
+    except Refused as exc:
+        pinned = trust.pinned_experiment(layout.root)
+        if pinned is not None and starting and exc.reason == "signed by another key":
+            raise ExperimentMismatch(
+                f"{path} is signed by another coordinator key than the one this node first saw "
+                f"there (kept in {trust.cache}): if the experiment was deleted and made anew by "
+                "another coordinator, delete that file and start again; if not, someone "
+                "replaced experiment.json -- the coordinator writes it back while it runs")
+        if pinned is not None:
+            body = trust.open(path, pinned)
+        elif old_protocol(data) is not None:
+            raise ExperimentMismatch(
+                f"experiment {layout.experiment} was written by folder protocol "
+                f"{old_protocol(data)}, without signatures; this code speaks protocol "
+                f"{PROTOCOL_VERSION} and trusts only signed folders (rgym_exp/trust.py), so it "
+                "refuses it: use a new EXPERIMENT_NAME (or the older code to finish that "
+                "experiment)") from None
+        else:
+            log.debug("refusing %s", exc)
+            return None
+    except ValueError as exc:            # torn, or no JSON: not there yet
+        log.debug("ignoring unusable %s: %s", path, exc)
+        return None
+    try:
+        return parse(ExperimentInfo, body)
+    except (ValueError, TypeError) as exc:
+        log.debug("ignoring unusable %s: %s", path, exc)
+        return None
+
+
+def write_record(trust: Trust, path: str, record) -> None:
+    """Write ``record`` at ``path``, sealed with ``trust``'s key."""
+    trust.write(path, to_json(record))
 
 
 class StateTracker:

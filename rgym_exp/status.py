@@ -5,8 +5,11 @@ peers/ plus one read per node, one listing of the round's submissions) and print
 its deadline and one row per node: role, model, round, heartbeat age, health,
 last reward, latest held-out accuracy, external groups used, how many of its groups the
 other nodes trained on and their mean reward (credit: the workers' running tallies in
-their peer records, rgym_exp/credit.py; no extra request), phase. It never imports torch,
-so it starts in well under a second.
+their peer records, rgym_exp/credit.py; no extra request), how many files claiming to be
+the node's were refused (unsigned, forged: rgym_exp/trust.py) by the nodes that read
+them and by status itself, and phase; then one line per node with refused files, saying
+why. Only signed records are shown. It never imports torch, so it starts in well under a
+second.
 
 Heartbeat age is measured on one clock where possible: the peer file's
 modification time in the store listing (else the writer's ``updated_at``)
@@ -36,9 +39,12 @@ from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.backends import check_location, is_local, open_store
 from rgym_exp.drive.store import Store, StoreError
 from rgym_exp.readers import Peers, submitted
-from rgym_exp.records import ExperimentInfo, PeerRecord, RecordReader, RoundState
+from rgym_exp.records import (ExperimentInfo, ExperimentMismatch, PeerRecord, RecordReader,
+                              RoundState, read_info)
+from rgym_exp.trust import MAX_SIGNERS, Trust
 
 ENDED = ("finished", "stopped", "failed")
+MAX_COUNT = 10 ** 9
 
 
 @dataclass
@@ -56,6 +62,7 @@ class NodeRow:
     last_eval: Optional[float] = None   # latest held-out accuracy
     used_by_peers: Optional[int] = None  # its groups other nodes trained on (credit.py)
     used_reward: Optional[float] = None  # their mean reward
+    refused: int = 0                    # files claiming to be this node's that were refused
 
 
 @dataclass
@@ -71,6 +78,7 @@ class Snapshot:
     submitted: list = field(default_factory=list)  # node ids that submitted the current round
     nodes: list = field(default_factory=list)
     unreadable: int = 0                 # files that could not be parsed (not there yet)
+    refused: dict = field(default_factory=dict)  # claimed node -> {reason: files refused}
 
 
 def health(record: PeerRecord, age: Optional[float], heartbeat_interval: float,
@@ -120,8 +128,10 @@ def take_snapshot(store: Store, experiment: str, heartbeat_interval: float = Con
             heartbeat_age=age, health=health(record, age, heartbeat_interval, peer_timeout),
             last_reward=record.last_reward, external_used=record.external_used,
             phase=record.phase, host=record.host, last_eval=record.last_eval))
+    snap.refused = refusals([v.record for v in views.values()], reader.trust.refused_by_signer())
     credit = from_peers({n: v.record for n, v in views.items()})
     for row in snap.nodes:
+        row.refused = sum(snap.refused.get(row.node_id, {}).values())
         if row.role == "worker":
             got = credit.get(row.node_id)
             row.used_by_peers = got.used_by_others if got else 0
@@ -129,6 +139,33 @@ def take_snapshot(store: Store, experiment: str, heartbeat_interval: float = Con
     snap.nodes.sort(key=lambda n: (n.role != "coordinator", n.node_id))
     snap.unreadable = reader.unreadable
     return snap
+
+
+def refusals(records: list, own: dict) -> dict:
+    """{claimed node: {reason: files}} refused by the nodes whose (signed) records say so,
+    and by this reader (``own``); untrusted counts, bounded."""
+    total: dict[str, dict] = {}
+    for tally in [getattr(r, "refused", None) for r in records] + [own]:
+        for node, reasons in list(tally.items())[:MAX_SIGNERS] if isinstance(tally, dict) else ():
+            if not isinstance(node, str) or not isinstance(reasons, dict) or len(node) > 64:
+                continue
+            for reason, n in list(reasons.items())[:16]:
+                if isinstance(reason, str) and type(n) is int and 0 < n <= MAX_COUNT:
+                    mine = total.setdefault(node, {})
+                    mine[reason[:60]] = min(mine.get(reason[:60], 0) + n, MAX_COUNT)
+    return total
+
+
+def refused_lines(snap: Snapshot, most: int = 8) -> list[str]:
+    """One line per claimed node with refused files (the most first), saying why."""
+    nodes = sorted(snap.refused, key=lambda n: (-sum(snap.refused[n].values()), n))
+    lines = [f"refused files claiming to be {node}'s: {sum(snap.refused[node].values())} ("
+             + ", ".join(f"{n} {why}" for why, n in sorted(snap.refused[node].items(),
+                                                            key=lambda kv: -kv[1])) + ")"
+             for node in nodes[:most]]
+    if len(nodes) > most:
+        lines.append(f"... and files claiming {len(nodes) - most} other name(s)")
+    return lines
 
 
 # --- text -------------------------------------------------------------------------------
@@ -169,7 +206,7 @@ def render(snap: Snapshot) -> str:
         lines.append(f"submitted round {snap.round}: {', '.join(snap.submitted) or '-'}; "
                      f"waiting for: {', '.join(snap.waiting_for) or '-'}")
     header = ("NODE", "ROLE", "MODEL", "ROUND", "HEARTBEAT", "HEALTH", "REWARD", "HELD-OUT",
-              "EXT USED", "USED BY PEERS", "THEIR REWARD", "PHASE")
+              "EXT USED", "USED BY PEERS", "THEIR REWARD", "REFUSED", "PHASE")
     rows = [header] + [(
         n.node_id, n.role, short_model(n.model) if n.model else "-",
         str(n.round) if n.round >= 0 else "-",
@@ -178,8 +215,8 @@ def render(snap: Snapshot) -> str:
         f"{n.last_eval:.3f}" if n.last_eval is not None else "-",
         str(n.external_used) if n.external_used is not None else "-",
         str(n.used_by_peers) if n.used_by_peers is not None else "-",
-        f"{n.used_reward:.3f}" if n.used_reward is not None else "-", n.phase or "-")
-        for n in snap.nodes]
+        f"{n.used_reward:.3f}" if n.used_reward is not None else "-", str(n.refused),
+        n.phase or "-") for n in snap.nodes]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
     if not snap.nodes:
@@ -188,7 +225,7 @@ def render(snap: Snapshot) -> str:
     lines.append(f"{len(snap.nodes)} node(s): " + ", ".join(f"{v} {k}" for k, v in counts.items()
                                                            if v or k in ("alive", "late", "gone"))
                  + (f"; {snap.unreadable} unreadable file(s) skipped" if snap.unreadable else ""))
-    return "\n".join(lines)
+    return "\n".join(lines + refused_lines(snap))
 
 
 # --- command line ------------------------------------------------------------------------
@@ -230,6 +267,10 @@ def open_experiment(gdrive_path: str, experiment: str, credentials: str = "",
     if experiment not in names:
         raise Usage(f"no experiment {experiment!r} in {gdrive_path}; found: "
                     f"{', '.join(names) or 'none'}")
+    try:
+        read_info(store, layout, Trust(store))     # a folder of an older, unsigned protocol?
+    except ExperimentMismatch as exc:
+        raise Usage(str(exc)) from None
     return store
 
 

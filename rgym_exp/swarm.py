@@ -13,7 +13,8 @@ continues from its checkpoint), after 10 s, then 20, 40.. up to 5 minutes, at
 most RESTART_LIMIT times in a row (a node that ran for half an hour before it
 failed starts counting again); each restart is one log line. It is never
 restarted after exit 2 (a bad setting or a refused start: it would fail the same
-way) or 4 (another process took its NODE_ID over), nor while the swarm stops.
+way), 4 (another process took its NODE_ID over) or 5 (the experiment folder vanished),
+nor while the swarm stops.
 ``supervise`` does the same for one node (the launcher's ``--restart``).
 """
 
@@ -33,7 +34,8 @@ from rgym_exp.drive.layout import local_folder
 log = logging.getLogger(__name__)
 STOP_GRACE = 120.0
 FINAL_CODES = {0: "finished", 2: "a bad setting or a refused start",
-               4: "another process took its NODE_ID over", 130: "stopped"}
+               4: "another process took its NODE_ID over",
+               5: "the experiment folder vanished", 130: "stopped"}
 RESTART_DELAY, RESTART_DELAY_MAX = 10.0, 300.0   # seconds, doubling in between
 RESET_AFTER = 1800.0           # a node that ran this long before failing starts counting again
 NODE_COMMAND = [sys.executable, "-m", "rgym_exp.runner.swarm_launcher"]

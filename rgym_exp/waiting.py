@@ -31,10 +31,12 @@ class Waiter:
         self.poll_max, self.timeout, self.log_every = poll_max, timeout, log_every
         self.stop = stop or threading.Event()
         self.stop_reason = "stop requested"
+        self.stop_code: Optional[int] = None   # the exit code the stop asks for, if any
         self._sleep = sleep
 
-    def request_stop(self, reason: str) -> None:
-        self.stop_reason = reason
+    def request_stop(self, reason: str, code: Optional[int] = None) -> None:
+        if not self.stop.is_set():
+            self.stop_reason, self.stop_code = reason, code
         self.stop.set()
 
     def check(self) -> None:

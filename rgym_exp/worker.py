@@ -378,7 +378,10 @@ class Worker:
                                            "reward_mean": float(np.mean(g.rewards))}
                                           for g in external])
         self.heartbeat.ensure_owner()
-        write_record(self.exp.store, self.exp.layout.submission(R, self.node), submission)
+        write_record(self.exp.trust, self.exp.layout.submission(R, self.node), submission)
+        refused = self.exp.trust.round_line(f"round {R}")   # one line per round (trust.py)
+        if refused:
+            log.warning("%s", refused)
         self.logs.metric({**metrics, "time": time.time()})
         self.takehome.after_round(R, metrics, submission.external)  # credit, trackers, Hub
         self.exchange.recalled.add(R)          # this round's used groups are in memory already

@@ -8,17 +8,16 @@ exclusive create decides between them. Run on a local folder and on an S3 bucket
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
 
 import pytest
 
 from rgym_exp.config import load_config
 from rgym_exp.drive.backends import open_store
-from rgym_exp.drive.layout import Layout
 from rgym_exp.experiment import Experiment, question_source
 from rgym_exp.heartbeat import DuplicateNode, Heartbeat
-from rgym_exp.records import PeerRecord, RecordReader
+from rgym_exp.records import PeerRecord
 from rgym_exp.waiting import Waiter
+from tests.signing import node_exp
 
 
 @pytest.fixture(params=["folder", "s3"])
@@ -35,12 +34,12 @@ def location(request, tmp_path, monkeypatch):
 def node(location: str, node_id: str = "w1", blind: bool = False) -> Heartbeat:
     """A process's heartbeat on its own store; ``blind``: its first look at the record
     found nothing, as when two processes look before either has written."""
-    store = open_store(location)
-    exp = SimpleNamespace(store=store, layout=Layout("exp"), reader=RecordReader(store))
-    hb = Heartbeat(exp, node_id, "worker", 0.2, Waiter(0.05, 5))
+    hb = Heartbeat(node_exp(open_store(location), node_id), node_id, "worker", 0.2,
+                   Waiter(0.05, 5))
     if blind:
-        real, looks = hb._read, []
-        hb._read = lambda: None if not looks.append(1) and len(looks) == 1 else real()
+        real, looks = hb._registration, []
+        hb._registration = lambda path: (None if not looks.append(1) and len(looks) == 1
+                                         else real(path))
     return hb
 
 
@@ -93,9 +92,10 @@ def test_two_coordinators_creating_experiment_json_at_once_agree_on_one(location
                           "NODE_ID": "coord", "EXPERIMENT_NAME": "exp"})
     first, second = Experiment.open(cfg), Experiment.open(cfg)
     source = question_source(cfg)
-    real, looks = second.reader.read, []
-    second.reader.read = lambda *a: None if not looks.append(1) and len(looks) == 1 else real(*a)
+    real, looks = second.read_info, []
+    second.read_info = lambda **kw: (None if not looks.append(1) and len(looks) == 1
+                                     else real(**kw))
     made = first.create_or_check(source)
     seen = second.create_or_check(source)  # it looked before the first wrote
-    assert seen.instance == made.instance
+    assert seen.instance == made.instance and len(looks) == 2
     assert first.reader.read(type(made), first.layout.experiment_file).instance == made.instance

@@ -7,9 +7,10 @@ import pytest
 
 from rgym_exp.config import load_config
 from rgym_exp.coordinator import Coordinator
-from rgym_exp.experiment import Experiment
-from rgym_exp.records import PeerRecord, Submission, write_record
+from rgym_exp.experiment import Experiment, question_source
+from rgym_exp.records import PeerRecord, Submission
 from rgym_exp.waiting import Waiter
+from tests.signing import write_as
 
 
 class Clock:
@@ -27,18 +28,21 @@ def make(drive, tmp_path, **settings):
     env.update({k: str(v) for k, v in settings.items()})
     cfg, _ = load_config(env)
     exp = Experiment.open(cfg)
+    exp.create_or_check(question_source(cfg))        # experiment.json, pinning its key
     clock = Clock()
     return Coordinator(cfg, exp, Waiter(1, 10), clock=clock), exp, clock
 
 
 def beat(exp, node, n, role="worker", status="running"):
-    write_record(exp.store, exp.layout.peer(node),
-                 PeerRecord(node_id=node, role=role, session="s-" + node, beat=n, status=status))
+    """``node``'s peer record (signed by it) at beat ``n``."""
+    write_as(exp.store, node, exp.layout.peer(node),
+             PeerRecord(node_id=node, role=role, session="s-" + node, beat=n, status=status))
 
 
 def submit(exp, r, node):
-    write_record(exp.store, exp.layout.submission(r, node),
-                 Submission(round=r, node_id=node, metrics={"reward/mean": 0.5}))
+    """``node``'s submission of round ``r`` (signed by it)."""
+    write_as(exp.store, node, exp.layout.submission(r, node),
+             Submission(round=r, node_id=node, metrics={"reward/mean": 0.5}))
 
 
 def test_round_closes_when_every_live_worker_submitted(drive, tmp_path):
@@ -96,7 +100,7 @@ def test_liveness_ignores_the_workers_clock(drive, tmp_path):
     coord.resume_or_start()
     rec = PeerRecord(node_id="skewed", role="worker", session="s", beat=1, status="running",
                      updated_at=clock.now - 600)   # ten minutes behind
-    write_record(exp.store, exp.layout.peer("skewed"), rec)
+    write_as(exp.store, "skewed", exp.layout.peer("skewed"), rec)
     coord.observe_peers()
     assert coord.live_workers() == {"skewed"}
 
@@ -191,7 +195,8 @@ def test_the_coordinator_reads_peers_from_one_listing_and_only_records_that_chan
                           "NODE_ID": "coord", "TASKS": "basic_arithmetic", "MAX_ROUNDS": "5",
                           "HEARTBEAT_INTERVAL": "30", "POLL_INTERVAL": "5"})
     store = Counting(drive)
-    exp = Experiment(cfg, store, Experiment.open(cfg).layout, RecordReader(store))
+    exp = Experiment(cfg, store, Experiment.open(cfg).layout,
+                     RecordReader(store, Experiment.open(cfg).trust))
     clock = Clock()
     coord = Coordinator(cfg, exp, Waiter(1, 10), clock=clock)
     state = coord.resume_or_start()
@@ -240,7 +245,8 @@ def test_the_submissions_folder_is_listed_at_every_tick_only_when_the_round_may_
                           "HEARTBEAT_INTERVAL": "30", "POLL_INTERVAL": "5",
                           "ROLLOUT_KEEP_LAST_N_ROUNDS": "2"})
     store = Counting(drive)
-    exp = Experiment(cfg, store, Experiment.open(cfg).layout, RecordReader(store))
+    exp = Experiment(cfg, store, Experiment.open(cfg).layout,
+                     RecordReader(store, Experiment.open(cfg).trust))
     clock = Clock()
     coord = Coordinator(cfg, exp, Waiter(1, 10), clock=clock)
     state = coord.resume_or_start()

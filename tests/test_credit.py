@@ -89,15 +89,11 @@ def test_the_leaderboard_puts_the_most_used_first_beside_own_reward_and_accuracy
 
 
 def test_a_node_restarting_with_its_node_id_keeps_its_tally(tmp_path):
-    from types import SimpleNamespace
-
-    from rgym_exp.drive.layout import Layout
     from rgym_exp.drive.store import FolderStore
     from rgym_exp.heartbeat import Heartbeat
-    from rgym_exp.records import RecordReader
     from rgym_exp.waiting import Waiter
-    store = FolderStore(str(tmp_path))
-    exp = SimpleNamespace(store=store, layout=Layout("exp"), reader=RecordReader(store))
+    from tests.signing import node_exp
+    exp = node_exp(FolderStore(str(tmp_path)), "w1")
     first = Heartbeat(exp, "w1", "worker", 0.2, Waiter(0.05, 5))
     first.claim()
     first.update(used_from=Tally().add(SUBS[0].external))

@@ -14,8 +14,8 @@ import pytest
 from rgym_exp.doctor import run_checks
 from tests.swarm_helpers import REPO, node_env, start_node
 
-ALL = ["python", "packages", "settings", "extras", "folder", "folder", "cache", "model", "device",
-       "clock", "experiment"]
+ALL = ["python", "packages", "settings", "extras", "folder", "folder", "cache", "keys", "model",
+       "device", "clock", "experiment"]
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from genrl.sapo import ExternalSelector, group_key
 from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.store import FolderStore
 from rgym_exp.exchange import READ_BUDGET_PER_GROUP, RolloutExchange
-from rgym_exp.records import RecordReader, Submission, write_record
+from rgym_exp.records import Submission
+from tests.signing import node_exp, register, signer, write_as
 
 SOURCE = ReasoningGymSource(parse_tasks("chain_sum{min_terms=2;max_terms=2;min_digits=1;max_digits=2}"),
                             seed=3)
@@ -59,8 +60,7 @@ class Waiter:
 
 @pytest.fixture
 def exp(tmp_path):
-    store = Lagging(FolderStore(str(tmp_path)))
-    return SimpleNamespace(store=store, layout=Layout("exp"), reader=RecordReader(store))
+    return node_exp(Lagging(FolderStore(str(tmp_path))), "me")
 
 
 def group(node, r, k, right=0, claim=None, g=8):
@@ -75,8 +75,11 @@ def publish(exp, node, r, groups, lag=0.0, claim=None):
     """What a peer's RolloutExchange.publish writes (optionally with a lie in the name)."""
     signal = sum(len(set(RULE(t, SOURCE.regenerate(g.source)) for t in g.completions)) > 1
                  for g in groups) if claim is None else claim
-    exp.store.write(exp.layout.rollout(r, node, None, signal),
-                    encode_rollouts(groups, node, r), lag=lag)
+    if exp.trust.node_key(exp.layout.root, node) is None:
+        register(exp, node)                      # its key, as the node saw it join
+    path = exp.layout.rollout(r, node, None, signal)
+    exp.store.write(path, signer(exp.store, node).seal(path, encode_rollouts(groups, node, r)),
+                    lag=lag)
 
 
 def thin_round(exp, r, peers, rng, signal=0.25, lag=0.0):
@@ -178,7 +181,7 @@ def test_no_group_is_trained_on_twice_not_even_after_a_restart(exp, tmp_path):
     assert not {g.key for g in first.groups} & {g.key for g in second.groups}
     # the node restarts: a new process knows what it used from its own submissions
     for r, got in ((0, first), (1, second)):
-        write_record(exp.store, exp.layout.submission(r, "me"), Submission(
+        write_as(exp.store, "me", exp.layout.submission(r, "me"), Submission(
             r, "me", external=[{"node": g.origin, "round": g.round, "key": g.key} for g in got.groups]))
     fresh, sel2 = RolloutExchange(exp, "me"), selector()
     fresh.recall_used(2, sel2, max_staleness=2)

@@ -85,14 +85,16 @@ def test_a_restart_continues_its_logs_on_the_same_machine_and_on_a_new_one(tmp_p
 
 def test_a_buffer_of_another_instance_is_set_aside_not_uploaded_and_not_lost(tmp_path):
     drive, home = str(tmp_path / "drive"), str(tmp_path / "home")
+    ccfg, cexp, _ = open_logs(drive, str(tmp_path / "home-coordinator"), node="c")
+    cexp.create_or_check(question_source(ccfg))
     cfg, exp, logs = open_logs(drive, home)
-    logs.bind(exp.create_or_check(question_source(cfg)).instance_id)
+    logs.bind(exp.read_info().instance_id)
     logs.metric({"round": 0, "old": True})          # never uploaded: no owner yet
     logs.close()
     old_buffer = logs.local
     shutil.rmtree(exp_dir(drive, "exp"))             # the experiment deleted, made anew
     cfg, exp, _ = open_logs(drive, str(tmp_path / "home-coordinator"), node="c")
-    exp.create_or_check(question_source(cfg))
+    exp.create_or_check(question_source(cfg))        # by the same coordinator (its key)
     _, _, logs = open_logs(drive, home)
     logs.start(Owner())
     logs.metric({"round": 0, "old": False})

@@ -21,7 +21,8 @@ from rgym_exp.drive.layout import parse_node_file, parse_rollout_name
 from rgym_exp.exchange import RolloutExchange
 from rgym_exp.experiment import Experiment, question_source
 from rgym_exp.node_log import NodeLogs
-from rgym_exp.records import PeerRecord, RecordReader, RoundState, StateTracker, write_record
+from rgym_exp.records import PeerRecord, RoundState, StateTracker
+from tests.signing import pin, register, signer, write_as
 from rgym_exp.waiting import Waiter, WaitTimeout
 from rgym_exp.worker import Worker
 from tests.swarm_helpers import exp_dir, metrics, node_env, start_node, wait_all, wait_for
@@ -57,8 +58,7 @@ def inproc(drive, home, model, role, node, **kw):
     env = node_env(drive, model, home, NODE_ROLE=role, NODE_ID=node, **kw)
     cfg, _ = load_config(env)
     exp = Experiment.open(cfg)
-    exp.store = RecordingStore(exp.store)
-    exp.reader = RecordReader(exp.store)
+    exp.use_store(RecordingStore(exp.store))
     return cfg, exp
 
 
@@ -172,11 +172,12 @@ def test_conflict_copies_and_temp_files_are_never_read(drive, tmp_path, tiny_lla
     cfg, exp = inproc(drive, str(tmp_path), tiny_llama, "worker", "w1")
     group = RolloutGroup("w2", 0, "m", "q", {}, ["a", "b"], [0, 1])
     exp.store.makedirs(exp.layout.rollouts_dir(0))   # as the coordinator does when it opens round 0
-    exp.store.write(exp.layout.rollout(0, "w2"), encode_rollouts([group], "w2", 0))
+    register(exp, "w2")
+    signed = write_as(exp.store, "w2", exp.layout.rollout(0, "w2"), encode_rollouts([group], "w2", 0))
     folder = os.path.join(drive, exp.layout.rollouts_dir(0))
     for junk in ("w2 (1).json", ".w4.json.tmp-1a2b"):
         with open(os.path.join(folder, junk), "wb") as fh:
-            fh.write(encode_rollouts([group], "w2", 0))
+            fh.write(signed)
     gathered = RolloutExchange(exp, "w1").gather(0, 5, judge(), np.random.default_rng(0))
     assert gathered.files_listed == 1 and len(gathered.groups) == 1
 
@@ -186,8 +187,10 @@ def test_a_conflict_copy_that_is_the_only_copy_of_a_file_is_still_read(drive, tm
     cfg, exp = inproc(drive, str(tmp_path), tiny_llama, "worker", "w1")
     exp.store.makedirs(exp.layout.rollouts_dir(0))
     group = RolloutGroup("w3", 0, "m", "q", {}, ["a", "b"], [0, 1])
+    register(exp, "w3")
     with open(os.path.join(drive, exp.layout.rollouts_dir(0), "w3 (1).json"), "wb") as fh:
-        fh.write(encode_rollouts([group], "w3", 0))
+        fh.write(signer(exp.store, "w3").seal(exp.layout.rollout(0, "w3"),
+                                              encode_rollouts([group], "w3", 0)))
     gathered = RolloutExchange(exp, "w1").gather(0, 5, judge(), np.random.default_rng(0))
     assert gathered.files_listed == 1 and [g.origin for g in gathered.groups] == ["w3"]
 
@@ -199,9 +202,10 @@ def test_a_stale_state_served_after_a_newer_one_is_ignored(drive, tmp_path, tiny
     tracker = StateTracker(exp.reader, exp.layout.state_file)
     newer = RoundState(round=5, started_at=1, deadline=2, max_rounds=9, updated_at=10)
     older = RoundState(round=4, started_at=1, deadline=2, max_rounds=9, updated_at=20)
-    write_record(exp.store, exp.layout.state_file, newer)
+    pin(exp.store, exp.layout, "coord")
+    write_as(exp.store, "coord", exp.layout.state_file, newer)
     assert tracker.refresh().round == 5
-    write_record(exp.store, exp.layout.state_file, older)        # Drive serves an old copy
+    write_as(exp.store, "coord", exp.layout.state_file, older)   # Drive serves an old copy
     assert tracker.refresh().round == 5 and tracker.stale_reads == 1
 
 

@@ -430,8 +430,7 @@ def worker_here(drive, home, model, node="w1", wrap=None, **settings):
     cfg, _ = load_config(node_env(drive, model, home, NODE_ROLE="worker", NODE_ID=node, **settings))
     exp = Experiment.open(cfg)
     if wrap is not None:
-        exp.store = wrap(exp.store)
-        exp.reader = RecordReader(exp.store)
+        exp.use_store(wrap(exp.store))
     logs = NodeLogs(exp, node, cfg.CACHE_DIR, 60, "INFO")
     worker = Worker(cfg, exp, Waiter(0.1, 5), logs)
     worker.heartbeat.claim()
@@ -504,8 +503,7 @@ def test_a_full_disk_stops_a_worker_with_a_clear_error_and_keeps_what_it_wrote(t
 def test_a_process_whose_node_id_was_taken_over_writes_nothing_more(drive, tmp_path):
     cfg, _ = load_config({"XDG_CONFIG_HOME": str(tmp_path), "GDRIVE_PATH": drive, "NODE_ID": "w1"})
     old_exp, new_exp = Experiment.open(cfg), Experiment.open(cfg)
-    old_exp.store = spy = Spy(old_exp.store)
-    old_exp.reader = RecordReader(spy)
+    old_exp.use_store(spy := Spy(old_exp.store))
     old = Heartbeat(old_exp, "w1", "worker", 0.2, Waiter(0.05, 5))
     old.claim()
     logs = NodeLogs(old_exp, "w1", str(tmp_path / "cache"), 60, "INFO")

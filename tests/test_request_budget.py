@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 
@@ -16,8 +15,9 @@ from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.store import FolderStore
 from rgym_exp.heartbeat import DuplicateNode, Heartbeat
 from rgym_exp.readers import Peers
-from rgym_exp.records import PeerRecord, RecordReader, write_record
+from rgym_exp.records import PeerRecord
 from rgym_exp.waiting import Waiter
+from tests.signing import node_exp, write_as
 
 
 class Counting:
@@ -37,9 +37,9 @@ class Counting:
         return counted
 
 
-def experiment(root):
-    store = Counting(root)
-    return SimpleNamespace(store=store, layout=Layout("exp"), reader=RecordReader(store))
+def experiment(root, node="w1"):
+    """The folder as node ``node`` sees it (signing as it), through a counting store."""
+    return node_exp(Counting(root), node)
 
 
 class Clock:
@@ -85,7 +85,7 @@ def test_a_process_frozen_past_a_takeover_writes_nothing_more(tmp_path):
     old = Heartbeat(exp, "w1", "worker", 1.0, Waiter(0.05, 5))
     old.claim()
     newer = PeerRecord(node_id="w1", role="worker", session="newcomer", beat=5, status="running")
-    write_record(exp.store, old.path, newer)           # taken over while old was frozen
+    write_as(exp.store, "w1", old.path, newer)         # taken over while old was frozen
     old._written_at -= 3                                # it wakes 3 intervals later
     old.beat()
     assert old.taken_over.is_set()
@@ -93,11 +93,12 @@ def test_a_process_frozen_past_a_takeover_writes_nothing_more(tmp_path):
 
 
 def test_node_ids_that_differ_only_in_case_cannot_both_run(tmp_path):
-    exp = experiment(str(tmp_path))
-    Heartbeat(exp, "Alice", "worker", 1.0, Waiter(0.05, 5)).claim()
+    Heartbeat(experiment(str(tmp_path), "Alice"), "Alice", "worker", 1.0, Waiter(0.05, 5)).claim()
     with pytest.raises(DuplicateNode, match="differs from the registered node Alice only in case"):
-        Heartbeat(exp, "alice", "worker", 1.0, Waiter(0.05, 5)).claim()
-    Heartbeat(exp, "Alice", "worker", 1.0, Waiter(0.05, 5))   # the same name may come back
+        Heartbeat(experiment(str(tmp_path), "alice"), "alice", "worker", 1.0,
+                  Waiter(0.05, 5)).claim()
+    Heartbeat(experiment(str(tmp_path), "Alice"), "Alice", "worker", 1.0,
+              Waiter(0.05, 5))                                 # the same name may come back
 
 
 def test_log_copies_check_ownership_only_when_a_log_changed(tmp_path):
@@ -130,10 +131,10 @@ def test_log_copies_check_ownership_only_when_a_log_changed(tmp_path):
 
 
 def test_peers_are_one_listing_and_reads_of_the_records_that_changed(tmp_path):
-    exp = experiment(str(tmp_path))
+    exp = experiment(str(tmp_path), "coord")
     clock = Clock()
     for k in range(20):
-        write_record(exp.store, exp.layout.peer(f"w{k}"), PeerRecord(
+        write_as(exp.store, f"w{k}", exp.layout.peer(f"w{k}"), PeerRecord(
             node_id=f"w{k}", role="worker", session="s", beat=1, status="running"))
     peers = Peers(exp.store, exp.layout, exp.reader, reread_s=300, settle_s=75, clock=clock)
     exp.store.calls.clear()
@@ -141,7 +142,8 @@ def test_peers_are_one_listing_and_reads_of_the_records_that_changed(tmp_path):
     assert exp.store.calls == Counter({("list", "peers"): 1, ("read", "peers"): 20})
     exp.store.calls.clear()
     clock.now += 15
-    write_record(exp.store.inner, exp.layout.peer("w3"), PeerRecord(node_id="w3", role="worker", session="s", beat=2, status="running"))
+    write_as(exp.store.inner, "w3", exp.layout.peer("w3"), PeerRecord(
+        node_id="w3", role="worker", session="s", beat=2, status="running"))
     views = peers.refresh()
     assert exp.store.calls == Counter({("list", "peers"): 1})     # a beat: seen in the listing
     assert views["w3"].last_change == clock.now and views["w4"].last_change == clock.now - 15
@@ -149,7 +151,7 @@ def test_peers_are_one_listing_and_reads_of_the_records_that_changed(tmp_path):
     peers.refresh()                                                # its last write may be final
     assert exp.store.calls[("read", "peers")] == 1
     clock.now += 400
-    write_record(exp.store.inner, exp.layout.peer("w5"), PeerRecord(
+    write_as(exp.store.inner, "w5", exp.layout.peer("w5"), PeerRecord(
         node_id="w5", role="worker", session="s", beat=2, status="running"))
     exp.store.calls.clear()
     peers.refresh()                                                # changed, last read long ago
@@ -160,15 +162,15 @@ def test_a_stale_record_or_listing_is_no_sign_of_life(tmp_path):
     exp = experiment(str(tmp_path))
     clock = Clock()
     path = exp.layout.peer("w1")
-    write_record(exp.store, path, PeerRecord(node_id="w1", role="worker", session="s", beat=5,
-                                             status="running"))
+    write_as(exp.store, "w1", path, PeerRecord(node_id="w1", role="worker", session="s", beat=5,
+                                               status="running"))
     peers = Peers(exp.store, exp.layout, exp.reader, clock=clock)
     peers.refresh()
     clock.now += 10
     full = f"{tmp_path}/{path}"
     import os
     mtime = os.stat(full).st_mtime
-    write_record(exp.store, path, PeerRecord(node_id="w1", role="worker", session="s", beat=4,
-                                             status="running"))   # an older copy served again
+    write_as(exp.store, "w1", path, PeerRecord(node_id="w1", role="worker", session="s", beat=4,
+                                               status="running"))  # an older copy served again
     os.utime(full, (mtime - 5, mtime - 5))                         # with an older mtime
     assert peers.refresh()["w1"].last_change == 1000.0

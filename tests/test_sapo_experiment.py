@@ -8,8 +8,10 @@ import os
 
 import pytest
 
+from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.store import FolderStore
-from rgym_exp.records import PeerRecord, RoundState, to_json
+from rgym_exp.records import PeerRecord, RoundState
+from tests.signing import pin, write_as
 from tests.swarm_helpers import REPO
 
 spec = importlib.util.spec_from_file_location("sapo_experiment",
@@ -29,12 +31,14 @@ def fake_run(out, config, seed, rewards, accuracy):
     name = exp.run_name(config, seed)
     store = FolderStore(os.path.join(out, name))
     layout = f"experiments/{name}"
-    store.write(f"{layout}/state/current_state.json", to_json(RoundState(
+    pin(store, Layout(name), "coord")                  # records are signed (rgym_exp/trust.py)
+    write_as(store, "coord", f"{layout}/state/current_state.json", RoundState(
         round=len(rewards[0]) - 1, started_at=0, deadline=0, max_rounds=len(rewards[0]),
-        finished=True)))
+        finished=True))
     for k, series in enumerate(rewards):
         node = f"{name}-w{k + 1}"
-        store.write(f"{layout}/peers/{node}.json", to_json(PeerRecord(node, "worker", "s", 1, "finished")))
+        write_as(store, node, f"{layout}/peers/{node}.json",
+                 PeerRecord(node, "worker", "s", 1, "finished"))
         lines = [{"round": r, "reward/mean": v, **({"eval/accuracy": accuracy[r // 2]}
                                                    if r % 2 == 0 else {}),
                   "local/groups": 4, "local/with_signal": k + 1,      # 1 of 4 and 2 of 4

@@ -11,9 +11,11 @@ import time
 
 import pytest
 
+from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.store import FolderStore
-from rgym_exp.records import PeerRecord, RoundState, write_record
+from rgym_exp.records import PeerRecord, RoundState
 from rgym_exp.status import render, take_snapshot
+from tests.signing import pin, write_as
 from tests.swarm_helpers import REPO, metrics, node_env, start_node, wait_all
 
 NODES = (("coordinator", "coord"), ("worker", "w1"), ("worker", "w2"))
@@ -56,8 +58,8 @@ def test_every_node_has_a_row_with_its_role_round_and_last_reward(swarm, tiny_ll
     assert table["coord"][1:3] == ["coordinator", "-"]
     for node in ("w1", "w2"):
         last = metrics(swarm, node)[-1]
-        _, role, model, round_, _age, health, reward, heldout, used, used_by, their, _phase = \
-            table[node]
+        _, role, model, round_, _age, health, reward, heldout, used, used_by, their, refused, \
+            _phase = table[node]
         assert (role, model, health) == ("worker", os.path.basename(tiny_llama), "finished")
         assert int(round_) == last["round"] == 2
         assert reward == f"{last['reward/mean']:.3f}"
@@ -65,6 +67,7 @@ def test_every_node_has_a_row_with_its_role_round_and_last_reward(swarm, tiny_ll
         assert heldout == f"{evals[-1]:.3f}"               # the latest evaluation (round 0)
         assert int(used) == last["external/used"]
         assert (used_by, their) == ("0", "-")   # credit: no group of a random model has signal
+        assert refused == "0"                   # nothing under its name was refused
     assert "round 2 of 3: finished" in text
 
 
@@ -112,8 +115,8 @@ def test_missing_folder_or_experiment_is_one_line_and_exit_2(tmp_path, args, say
 
 def write_peer(store, node, status="running", age=0.0, now=1e9, updated_at=0.0):
     path = f"experiments/x/peers/{node}.json"
-    write_record(store, path, PeerRecord(node_id=node, role="worker", session="s", beat=3,
-                                         status=status, round=4, updated_at=updated_at))
+    write_as(store, node, path, PeerRecord(node_id=node, role="worker", session="s", beat=3,
+                                           status=status, round=4, updated_at=updated_at))
     os.utime(os.path.join(store.root, path), (now - age, now - age))
 
 
@@ -137,9 +140,10 @@ def test_deadline_is_read_on_the_coordinators_clock(tmp_path):
     """The coordinator's clock is 1000s behind ours: the deadline still reads right."""
     store, now = FolderStore(str(tmp_path)), 2_000_000_000.0
     path = "experiments/x/state/current_state.json"
-    write_record(store, path, RoundState(round=7, started_at=now - 1000 - 20,
-                                         deadline=now - 1000 + 40, max_rounds=10,
-                                         updated_at=now - 1000 - 10, waiting_for=["w2"]))
+    pin(store, Layout("x"), "coord")
+    write_as(store, "coord", path, RoundState(round=7, started_at=now - 1000 - 20,
+                                              deadline=now - 1000 + 40, max_rounds=10,
+                                              updated_at=now - 1000 - 10, waiting_for=["w2"]))
     os.utime(os.path.join(store.root, path), (now - 10, now - 10))
     snap = take_snapshot(store, "x", now=now)
     assert snap.deadline_in == pytest.approx(40)
@@ -151,6 +155,9 @@ def copy_to(store, drive: str, names: tuple):
     """Copy folders of the local experiment 'exp' into another store."""
     base = os.path.join(drive, "experiments", "exp")
     for top in names:
+        if os.path.isfile(os.path.join(base, top)):
+            with open(os.path.join(base, top), "rb") as fh:
+                store.write(f"experiments/exp/{top}", fh.read())
         for folder, _, files in os.walk(os.path.join(base, top)):
             for name in files:
                 full = os.path.join(folder, name)
@@ -163,7 +170,8 @@ def test_status_reads_a_drive_api_folder_the_same_way(swarm, capsys):
     from rgym_exp.status import main
     from tests.fake_drive import FakeDrive
     with FakeDrive() as fake:
-        copy_to(open_store(f"gdrive://{fake.root_id}", endpoint=fake.url), swarm, ("state", "peers"))
+        copy_to(open_store(f"gdrive://{fake.root_id}", endpoint=fake.url), swarm,
+                ("experiment.json", "state", "peers"))
         assert main(["--gdrive-path", f"gdrive://{fake.root_id}", "--endpoint", fake.url,
                      "--experiment", "exp"]) == 0
     table = rows(capsys.readouterr().out)

@@ -25,7 +25,8 @@ import os
 import re
 
 from rgym_exp.drive.layout import ROUND_FOLDERS
-from rgym_exp.drive.store import FolderStore, FolderWait, RetryingStore, Store
+from rgym_exp.drive.folder import FolderStore
+from rgym_exp.drive.store import FolderWait, RetryingStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +87,13 @@ def check_location(path: str, setting: str = "GDRIVE_PATH", shared: bool = True)
 
 
 def open_store(location: str, credentials: str = "", endpoint: str = "", faults: str = "",
-               salt: str = "") -> Store:
+               salt: str = "", stop=None) -> Store:
     """The store a location names (see ``check_location``), wrapped in RetryingStore.
     ``credentials`` and ``endpoint`` go to URL backends (GDRIVE_CREDENTIALS,
     GDRIVE_API_ENDPOINT); ``faults`` (the FAULTS setting, testing only) puts a
     FaultyStore between the two, seeded with ``salt`` (the node id). Folders and
-    Drive wait for the coordinator's round folders (layout.ROUND_FOLDERS)."""
+    Drive wait for the coordinator's round folders (layout.ROUND_FOLDERS). ``stop``: a
+    threading.Event after which RetryingStore retries nothing (the node is stopping)."""
     location = check_location(location, shared=False)
     scheme = url_scheme(location)
     wait = FolderWait(ROUND_FOLDERS)
@@ -106,4 +108,4 @@ def open_store(location: str, credentials: str = "", endpoint: str = "", faults:
         from rgym_exp.drive.faults import FaultyStore, parse_faults
         log.warning("FAULTS=%s: injecting storage faults (testing only)", faults)
         store = FaultyStore(store, parse_faults(faults), salt=salt)
-    return RetryingStore(store)
+    return RetryingStore(store, stop=stop)

@@ -1,4 +1,4 @@
-"""Where bytes live: the Store interface and FolderStore.
+"""Where bytes live: the Store interface, its errors and its one retry layer.
 
 A Store holds files at relative POSIX paths ("experiments/x/state/current_state.json").
 Every backend keeps the same promises:
@@ -13,7 +13,7 @@ Every backend keeps the same promises:
   under the file's own name: hiding it would lose the file.
 * ``create_exclusive`` writes a file only if none has that name, for one-writer
   claims (a NODE_ID, experiment.json). How strong that is depends on the store
-  (docs/OBJECT_STORES.md): atomic in one file system (FolderStore: a hard link
+  (docs/OBJECT_STORES.md): atomic in one file system (FolderStore, folder.py: a hard link
   that fails if the name exists) and on S3/GCS (conditional PUT); best effort on
   Drive, which has no such operation. It returns True when the file now holds
   exactly ``data`` (so a retried call whose first try landed still wins): callers
@@ -37,13 +37,9 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import random
 import re
-import shutil
-import stat
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
@@ -57,8 +53,6 @@ _PERMANENT = {errno.ENOSPC: "the shared folder is full (no space left)",
               errno.EROFS: "the shared folder is read-only",
               errno.EACCES: "permission denied on the shared folder",
               errno.EPERM: "operation not permitted on the shared folder"}
-_NO_LINK = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK,
-            errno.EINVAL}
 
 
 class StoreError(RuntimeError):
@@ -75,6 +69,10 @@ class TooLarge(StoreError):
 
 class Disconnected(TransientStoreError):
     """A mount's transport is gone ("Transport endpoint is not connected")."""
+
+
+class ExperimentGone(StoreError):
+    """The experiment folder vanished (deleted, moved or unmounted) while a node ran."""
 
 
 class MountLost(RuntimeError):
@@ -127,11 +125,22 @@ class FolderWait:
     def __init__(self, pattern: str, wait_s: float = 90.0, clock=time.monotonic):
         self.pattern, self.wait_s, self.clock = re.compile(pattern), wait_s, clock
         self._missing: dict[str, float] = {}
+        self._seen: set[str] = set()           # experiment folders seen to exist
 
-    def check(self, folder: str) -> None:
-        """Call when ``folder`` is missing and a write needs it."""
-        if not self.pattern.search(folder):
+    def check(self, folder: str, is_dir=None) -> None:
+        """Call when ``folder`` is missing and a write needs it. ``is_dir(path)``: whether a
+        folder exists; an experiment folder above a round folder that was seen here and is
+        gone now raises ExperimentGone at once (no round folder is coming)."""
+        m = self.pattern.search(folder)
+        if not m:
             return
+        experiment = folder[:m.start()]
+        if experiment and is_dir is not None:
+            if is_dir(experiment):
+                self._seen.add(experiment)
+            elif experiment in self._seen:
+                raise ExperimentGone(f"the experiment folder {experiment} is gone (deleted, moved "
+                                     f"or unmounted) while this node was writing into {folder}")
         first = self._missing.setdefault(folder, self.clock())
         waited = self.clock() - first
         if waited < self.wait_s:
@@ -175,197 +184,6 @@ def classify(exc: OSError, action: str, path: str) -> StoreError:
     return StoreError(f"cannot {action} {path}: {exc.strerror or exc}")
 
 
-class FolderStore:
-    """A mounted Google Drive folder, a network share or any local directory.
-    ``folder_wait``: folders a write waits for instead of making them (FolderWait)."""
-
-    def __init__(self, root: str, folder_wait: Optional[FolderWait] = None):
-        self.root = os.path.abspath(os.path.expanduser(root))
-        self.description = f"folder {self.root}"
-        self.folder_wait = folder_wait
-        self._warned_link = False
-        try:
-            os.makedirs(self.root, exist_ok=True)
-        except OSError as exc:
-            err = classify(exc, "create", self.root)
-            if isinstance(err, Disconnected):
-                raise StoreError(f"{err}: the mount is gone; remount it (Colab: drive.mount("
-                                 "'/content/drive', force_remount=True)) and start again") from None
-            raise err from None
-
-    def _full(self, path: str) -> str:
-        return os.path.join(self.root, *check_path(path).split("/"))
-
-    def _only_copy(self, full: str) -> Optional[str]:
-        """The newest conflict copy ('x (1).json') of a missing file, if there is one."""
-        folder, name = os.path.split(full)
-        best, best_mtime = None, -1.0
-        try:
-            with os.scandir(folder) as it:
-                for e in it:
-                    if conflict_original(e.name) == name and e.is_file():
-                        mtime = e.stat().st_mtime
-                        if mtime > best_mtime:
-                            best, best_mtime = e.path, mtime
-        except OSError:
-            return None
-        return best
-
-    def read(self, path: str, max_bytes: int) -> Optional[bytes]:
-        full = self._full(path)
-        data = self._read(full, path, max_bytes)
-        if data is None:
-            copy = self._only_copy(full)
-            data = self._read(copy, path, max_bytes) if copy else None
-        return data
-
-    def _read(self, full: str, path: str, max_bytes: int) -> Optional[bytes]:
-        try:  # O_NONBLOCK: a named pipe planted in the folder must not wedge the reader
-            fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as fh:
-                mode = os.fstat(fd).st_mode
-                if stat.S_ISDIR(mode):
-                    return None
-                if not stat.S_ISREG(mode):
-                    raise StoreError(f"refusing to read {path}: not a regular file")
-                data = fh.read(max_bytes + 1)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
-        except OSError as exc:
-            raise classify(exc, "read", path) from None
-        if len(data) > max_bytes:
-            raise TooLarge(f"{path} is larger than the {max_bytes}-byte cap")
-        return data
-
-    def _atomic(self, path: str, fill, place=os.replace):
-        full = self._full(path)
-        folder = os.path.dirname(full)
-        tmp = os.path.join(folder, f".{os.path.basename(full)}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
-            if self.folder_wait is not None and not os.path.isdir(folder):
-                self.folder_wait.check(path.rpartition("/")[0])
-            os.makedirs(folder, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                fill(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            placed = place(tmp, full)
-        except OSError as exc:
-            raise classify(exc, "write", path) from None
-        finally:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        try:  # make the rename durable; not all filesystems allow it
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
-        return placed
-
-    def write(self, path: str, data: bytes) -> None:
-        self._atomic(path, lambda fh: fh.write(data))
-
-    def create_exclusive(self, path: str, data: bytes) -> bool:
-        """The whole file appears under its name only if the name is free: a hard link
-        from the fsynced temp file, which fails if the name exists. A mount that cannot
-        link (some FUSE file systems) falls back to look-then-rename, which is not atomic."""
-        def place(tmp, full):
-            try:
-                os.link(tmp, full)
-                return True
-            except FileExistsError:
-                return False
-            except OSError as exc:
-                if exc.errno not in _NO_LINK:
-                    raise
-                if not self._warned_link:
-                    self._warned_link = True
-                    log.warning("%s cannot make hard links (%s): one-writer claims there are "
-                                "look-then-write, not atomic", self.description, exc.strerror)
-                if os.path.lexists(full):
-                    return False
-                os.replace(tmp, full)
-                return True
-        if self._atomic(path, lambda fh: fh.write(data), place):
-            return True
-        try:
-            return self.read(path, len(data)) == data
-        except TooLarge:
-            return False
-
-    def upload(self, local_path: str, path: str) -> None:
-        def fill(fh):
-            with open(local_path, "rb") as src:
-                shutil.copyfileobj(src, fh, 1 << 20)
-        self._atomic(path, fill)
-
-    def download(self, path: str, local_path: str, max_bytes: int) -> bool:
-        full = self._full(path)
-        if not os.path.lexists(full):
-            full = self._only_copy(full) or full
-        try:
-            if os.path.getsize(full) > max_bytes:
-                raise TooLarge(f"{path} is larger than the {max_bytes}-byte cap")
-            shutil.copyfile(full, local_path)
-            return True
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        except OSError as exc:
-            raise classify(exc, "download", path) from None
-
-    def list(self, folder: str) -> list[Entry]:
-        full = self._full(folder)
-        try:
-            with os.scandir(full) as it:
-                entries = []
-                for e in it:
-                    if e.name.startswith("."):
-                        continue
-                    try:
-                        st = e.stat()
-                    except FileNotFoundError:  # removed while listing
-                        continue
-                    entries.append(Entry(e.name, st.st_size, e.is_dir(), st.st_mtime))
-                return visible_entries(entries)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        except OSError as exc:
-            raise classify(exc, "list", folder) from None
-
-    def delete(self, path: str) -> None:
-        full = self._full(path)
-        try:
-            if os.path.isdir(full):
-                shutil.rmtree(full)
-            else:
-                os.unlink(full)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise classify(exc, "delete", path) from None
-
-    def makedirs(self, folder: str) -> None:
-        try:
-            os.makedirs(self._full(folder), exist_ok=True)
-        except OSError as exc:
-            raise classify(exc, "create", folder) from None
-
-    def move(self, src: str, dst: str) -> None:
-        full_dst = self._full(dst)
-        try:
-            os.makedirs(os.path.dirname(full_dst), exist_ok=True)
-            os.replace(self._full(src), full_dst)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise classify(exc, "move", src) from None
-
-
 class RetryingStore:
     """The one retry layer: retries transient failures with jittered exponential backoff
     (``base`` doubling up to ``cap`` seconds), logging each retry, for at most
@@ -377,9 +195,10 @@ class RetryingStore:
     the mount's transport is gone."""
 
     def __init__(self, inner: Store, attempts: int = 10, base: float = 1.0, cap: float = 32.0,
-                 budget_s: float = 180.0, sleep=time.sleep, clock=time.monotonic):
+                 budget_s: float = 180.0, sleep=time.sleep, clock=time.monotonic, stop=None):
         self.inner, self.attempts, self.base, self.cap = inner, attempts, base, cap
         self.budget_s, self.sleep, self.clock = budget_s, sleep, clock
+        self.stop = stop                   # a threading.Event: once set, nothing is retried
         self.description = inner.description
         self.retries = 0
 
@@ -391,7 +210,8 @@ class RetryingStore:
             except TransientStoreError as exc:
                 delay = min(self.cap, self.base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
                 spent = self.clock() - start
-                if attempt == self.attempts or spent + delay > self.budget_s:
+                stopping = self.stop is not None and self.stop.is_set()
+                if attempt == self.attempts or spent + delay > self.budget_s or stopping:
                     if isinstance(exc, Disconnected):
                         raise MountLost(
                             f"the shared folder ({self.description}) is disconnected ({exc}) "
@@ -436,3 +256,12 @@ class RetryingStore:
 
     def download(self, path, local_path, max_bytes):
         return self._call("download", path, local_path, max_bytes)
+
+
+def __getattr__(name: str):
+    """``FolderStore`` lives in folder.py; imported from here, as it always was, on first use
+    (so importing this module imports no other of the project)."""
+    if name == "FolderStore":
+        from rgym_exp.drive.folder import FolderStore
+        return FolderStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

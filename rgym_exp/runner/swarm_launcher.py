@@ -3,7 +3,8 @@
 Environment -> configuration -> coordinator | worker | local swarm. Exit codes:
 0 finished; 1 failed (see the log); 2 bad setting or refused start (the message
 says which setting); 3 gave up waiting for the swarm; 4 another process took
-over this NODE_ID; 130 stopped by Ctrl-C / SIGTERM.
+over this NODE_ID; 5 the experiment folder vanished (deleted, moved or unmounted);
+130 stopped by Ctrl-C / SIGTERM.
 
 ``--restart``: run a coordinator or worker under supervision: started again with
 the same NODE_ID when it fails (not after exit 2 or 4), with a growing pause, at
@@ -23,8 +24,11 @@ from rgym_exp.node_log import setup_console_logging
 log = logging.getLogger("rgym_exp")
 
 
+EXIT_GONE = 5      # the experiment folder vanished
+
+
 def run_node(cfg) -> int:
-    from rgym_exp.drive.store import MountLost, StoreError
+    from rgym_exp.drive.store import ExperimentGone, MountLost, StoreError
     from rgym_exp.experiment import Experiment, ExperimentMismatch
     from rgym_exp.heartbeat import DuplicateNode
     from rgym_exp.node_log import NodeLogs
@@ -43,8 +47,11 @@ def run_node(cfg) -> int:
         signal.signal(s, on_signal)
 
     try:
-        exp = Experiment.open(cfg)
+        exp = Experiment.open(cfg, stop=waiter.stop)
         logs = NodeLogs(exp, cfg.NODE_ID, cfg.CACHE_DIR, cfg.LOG_FLUSH_INTERVAL, cfg.LOG_LEVEL)
+    except ConfigError as exc:            # this node's key (KEY_DIR)
+        log.error("%s", exc)
+        return 2
     except (StoreError, ValueError) as exc:
         log.error("cannot use GDRIVE_PATH=%s: %s", cfg.GDRIVE_PATH, exc)
         return 2
@@ -66,13 +73,20 @@ def run_node(cfg) -> int:
         log.error("%s", exc)
         return 3
     except Stopped as exc:
+        if waiter.stop_code is not None:
+            log.error("%s", exc)
+            return waiter.stop_code
         log.info("stopped: %s", exc)
         return 130 if by_signal else 4
-    except StoreError as exc:
-        log.error("shared folder error: %s", exc)
-        return 1
-    except MountLost as exc:
-        log.error("%s", exc)
+    except ExperimentGone as exc:
+        log.error("%s; this node stops (exit %d): start a new experiment, or restore the "
+                  "folder and start the nodes again", exc, EXIT_GONE)
+        return EXIT_GONE
+    except (StoreError, MountLost) as exc:
+        if waiter.stop_code is not None:   # stopping already: the retries were cut short
+            log.error("%s", waiter.stop_reason)
+            return waiter.stop_code
+        log.error("shared folder error: %s" if isinstance(exc, StoreError) else "%s", exc)
         return 1
     except Exception as exc:  # noqa: BLE001 - the log must say what killed the node
         from genrl.models import ModelLoadError

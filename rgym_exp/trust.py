@@ -1,0 +1,469 @@
+"""Trust: who wrote a file of the shared folder, checked before a byte of it is used.
+
+Everyone in a swarm can write to the shared folder (and strangers can, in a Drive folder
+shared with anyone who has the link), so a file's name and content prove nothing about
+who wrote it. Every record is *sealed* by its writer and *opened* by its readers here, in
+this one module (DESIGN.md, "Trust in one place").
+
+Keys. Each node has an Ed25519 key pair (``cryptography``), made at its first start in
+KEY_DIR (``~/.config/rl-swarm/keys/{NODE_ID}.key``, beside ``node_id``), never on the
+shared folder. The coordinator pins its public key in experiment.json; a worker registers
+its key by signing its peer record. A reader keeps the first key it sees for each node
+(trust on first use) and, for a node process, remembers it on disk
+(``KEY_DIR/known/{NODE_ID}-{folder}.json``), so a later rewrite of experiment.json or of a
+peer record cannot swap a key. Losing a key file means the node cannot continue under its
+NODE_ID in the experiments it joined (README, "Keys").
+
+Sealing. A sealed file is the record's JSON object with one more member at its end:
+
+    {... the record ..., "signature": {"by": "w1", "key": "<32 bytes, base64>",
+                                       "ed25519": "<64 bytes, base64>"}}
+
+so it stays JSON a person can read. The signature covers the record's exact bytes (the
+file without that member) and the file's path in the folder: a file copied to another
+path (another round, another node's name, another claim in its name) no longer verifies.
+
+Whose key. The path says who must have signed it (``signer_of``): experiment.json, the
+state file and retired rounds: the coordinator (the key pinned in experiment.json); a
+peer record, rollout file, submission or checkpoint manifest: the node its path names
+(the key it registered in its peer record, read once when first needed). A file that is
+unsigned, signed by another node or key, badly signed, or from a node with no registered
+key is *refused*: ``Refused`` (a ValueError, so every reader treats it as "not there
+yet"), counted by the node it claims and why, and summed up in one log line per round
+(``round_line``). Refusing an unsigned file costs no request: the seal is looked at
+before any key is fetched. A file that is no whole JSON (a torn read: Drive serves them)
+is a plain ValueError, not there yet, and not counted as refused.
+
+Parsing (``parse_record``): one size, depth and UTF-8 check for every record type, so no
+record can make a reader recurse (RecursionError) or load an unbounded file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Optional
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from genrl.rollouts import NAME_PATTERN, parse_json
+from rgym_exp.drive.store import StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_DEPTH = 16                      # nesting of any record (the deepest real one has 4)
+DOMAIN = b"rl-swarm signed file 1\n"
+COORDINATOR = "(coordinator)"       # signer_of's answer for the coordinator's files
+SELF_REGISTERING = ("experiment.json", "peers/")   # their own key is in the seal, checked on
+#                                                    first use and remembered
+MAX_SIGNERS = 256                   # names kept in the refusal counts (others: "(others)")
+RETRY_UNKNOWN_S = 30.0              # a node with no registered key is looked up again after this
+_KEY = r"[A-Za-z0-9+/]{43}="
+_SIG = r"[A-Za-z0-9+/]{86}=="
+_SEAL_RE = re.compile(rf', "signature": \{{"by": "({NAME_PATTERN})", "key": "({_KEY})", '
+                      rf'"ed25519": "({_SIG})"\}}\}}\Z'.encode())
+_N = NAME_PATTERN
+_SIGNERS = [(re.compile(rf"^(experiments/[^/]+)/{pattern}$"), who) for pattern, who in (
+    (r"experiment\.json", COORDINATOR), (r"state/current_state\.json", COORDINATOR),
+    (r"retired/round_[0-9]+\.json", COORDINATOR), (rf"peers/({_N})\.json", 1),
+    (rf"rollouts/round_[0-9]+/({_N})(?:\.[0-9]{{1,4}})?(?:\.s[0-9]{{1,3}})?\.json", 1),
+    (rf"submissions/round_[0-9]+/({_N})\.json", 1),
+    (rf"checkpoints/({_N})/round_[0-9]+/manifest\.json", 1))]
+
+
+class Refused(ValueError):
+    """A file failed verification; ``reason`` is one of a few fixed phrases."""
+
+    def __init__(self, path: str, signer: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.signer, self.reason = path, signer, reason
+
+
+def parse_record(data: bytes, max_bytes: int, max_depth: int = MAX_DEPTH):
+    """Strict JSON of a record: size cap, UTF-8, no NaN, nesting at most ``max_depth``
+    (checked without recursion). ValueError says what is wrong."""
+    doc = parse_json(data, max_bytes)
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > max_depth:
+                raise ValueError(f"JSON nested deeper than {max_depth} levels")
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict)
+                                                  else value))
+    return doc
+
+
+def signer_of(path: str) -> Optional[tuple[str, str]]:
+    """(experiment root, node id or COORDINATOR) that must have signed ``path``; None for
+    files that are not records (logs, checkpoint weights, claim markers)."""
+    for rx, who in _SIGNERS:
+        m = rx.match(path)
+        if m:
+            return m.group(1), (m.group(2) if who == 1 else COORDINATOR)
+    return None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def fingerprint(key: str) -> str:
+    """A key as people compare it in log lines: its first 8 base64 characters."""
+    return key[:8]
+
+
+class Keys:
+    """One node's Ed25519 key pair."""
+
+    def __init__(self, private: Ed25519PrivateKey, path: str = ""):
+        self.private, self.path = private, path
+        self.public = _b64(private.public_key().public_bytes(serialization.Encoding.Raw,
+                                                             serialization.PublicFormat.Raw))
+
+    @classmethod
+    def generate(cls) -> "Keys":
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def load_or_create(cls, path: str) -> "Keys":
+        """The key in ``path`` (PEM, PKCS#8), made there (mode 0600) if there is none.
+        ValueError names the file when it holds no usable key."""
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(64 * 1024)
+        except FileNotFoundError:
+            return cls._create(path)
+        except OSError as exc:
+            raise ValueError(f"cannot read the node key {path}: {exc.strerror}") from None
+        try:
+            private = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            private = None
+        if not isinstance(private, Ed25519PrivateKey):
+            raise ValueError(f"{path} is not an Ed25519 private key (PEM): restore it from your "
+                             "backup, or move it away to make a new key -- a new key cannot "
+                             "continue this NODE_ID in the experiments where it registered")
+        return cls(private, path)
+
+    @classmethod
+    def _create(cls, path: str) -> "Keys":
+        keys = cls(Ed25519PrivateKey.generate(), path)
+        pem = keys.private.private_bytes(serialization.Encoding.PEM,
+                                         serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption())
+        folder = os.path.dirname(path) or "."
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}")
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(pem)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(tmp, path)          # fails if another process made one meanwhile
+        except FileExistsError:
+            return cls.load_or_create(path)
+        except OSError as exc:
+            raise ValueError(f"cannot write the node key {path}: {exc.strerror}") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        log.info("made this node's key pair in %s (key %s); back it up: without it this "
+                 "NODE_ID cannot continue in the experiments it joins", path,
+                 fingerprint(keys.public))
+        return keys
+
+    def sign(self, message: bytes) -> str:
+        return _b64(self.private.sign(message))
+
+
+class Trust:
+    """Seals this node's records and opens everyone's (see the module doc).
+
+    ``store``: where registrations are fetched from; ``keys``/``node``: this node's key
+    pair and id (None: a reader that signs nothing, as status and report are); ``cache``:
+    a local file where the keys seen are kept across restarts (None: memory only)."""
+
+    def __init__(self, store, keys: Optional[Keys] = None, node: str = "",
+                 cache: Optional[str] = None, clock=time.monotonic):
+        self.store, self.keys, self.node, self.cache, self.clock = store, keys, node, cache, clock
+        self._lock = threading.RLock()
+        self.known: dict[str, dict] = {}      # root -> {"coordinator": [id, key] | None,
+        #                                        "nodes": {id: key}, "experiment": sealed text}
+        self._unknown: dict[tuple, float] = {}  # (root, node) -> when a lookup found no key
+        self.refused: Counter = Counter()     # (signer, reason) -> files, since the start
+        self._since: Counter = Counter()      # ... since the last round_line
+        self.stats = Counter()                # signed, opened, seconds
+        self._load()
+
+    # --- the keys this node has seen --------------------------------------------------
+
+    def _load(self) -> None:
+        if not self.cache or not os.path.exists(self.cache):
+            return
+        try:
+            with open(self.cache, "rb") as fh:
+                doc = parse_record(fh.read(), 16 << 20)
+            self.known = {root: {"coordinator": v.get("coordinator"),
+                                 "nodes": dict(v.get("nodes") or {}),
+                                 "experiment": v.get("experiment"),
+                                 "claimed": v.get("claimed", -1)} for root, v in doc.items()}
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            raise ValueError(f"the keys this node has seen ({self.cache}) are unreadable "
+                             f"({exc}); restore the file from your backup of KEY_DIR") from None
+
+    def _save(self) -> None:
+        if not self.cache:
+            return
+        tmp = f"{self.cache}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            os.makedirs(os.path.dirname(self.cache), mode=0o700, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(self.known, fh, indent=1)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.cache)
+        except OSError as exc:
+            log.warning("keys seen not saved to %s: %s", self.cache, exc)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _root(self, root: str) -> dict:
+        return self.known.setdefault(root, {"coordinator": None, "nodes": {}, "experiment": None})
+
+    def node_key(self, root: str, node: str) -> Optional[str]:
+        """The key registered for ``node`` as this reader first saw it (or this node's own)."""
+        if self.keys is not None and node == self.node:
+            return self.keys.public
+        with self._lock:
+            return self._root(root)["nodes"].get(node)
+
+    def coordinator(self, root: str) -> Optional[tuple[str, str]]:
+        """(node id, key) pinned in this experiment's experiment.json, as first seen."""
+        with self._lock:
+            got = self._root(root)["coordinator"]
+        return tuple(got) if got else None
+
+    def pinned_experiment(self, root: str) -> Optional[bytes]:
+        """experiment.json's sealed bytes as this node first verified them."""
+        with self._lock:
+            text = self._root(root)["experiment"]
+        return text.encode() if isinstance(text, str) else None
+
+    def _learn(self, root: str, node: str, key: str, experiment: Optional[bytes] = None) -> None:
+        with self._lock:
+            entry = self._root(root)
+            if experiment is not None:
+                entry["coordinator"], entry["experiment"] = [node, key], experiment.decode()
+            elif node != self.node or self.keys is None:
+                entry["nodes"][node] = key
+            self._unknown.pop((root, node), None)
+            self._save()
+
+    def remember_own(self, root: str, beat: int) -> None:
+        """Record that this node registered its key in ``root``, claiming it at ``beat`` (a
+        restart on this machine then knows an impostor's record for what it is, and claims
+        a later beat even when its own record was wiped)."""
+        with self._lock:
+            entry = self._root(root)
+            entry["nodes"][self.node] = self.keys.public
+            entry["claimed"] = beat
+            self._save()
+
+    def claimed(self, root: str) -> int:
+        """The beat at which this node last claimed its NODE_ID in ``root`` here (-1: never)."""
+        with self._lock:
+            value = self._root(root).get("claimed", -1)
+        return value if type(value) is int else -1
+
+    def registered_here(self, root: str) -> bool:
+        """Whether this node's key is the one this machine registered for it in ``root``."""
+        with self._lock:
+            return self._root(root)["nodes"].get(self.node) == self.keys.public
+
+    # --- sealing and opening -----------------------------------------------------------
+
+    def seal(self, path: str, body: bytes) -> bytes:
+        """``body`` (a JSON object's bytes) with this node's signature over it and ``path``."""
+        if self.keys is None:
+            raise RuntimeError("this reader has no key: it cannot sign")
+        if not (body.startswith(b"{") and body.endswith(b"}")) or body.strip() == b"{}":
+            raise ValueError(f"{path}: only a non-empty JSON object can be sealed")
+        t0 = time.perf_counter()
+        sig = self.keys.sign(DOMAIN + path.encode() + b"\n" + body)
+        sealed = body[:-1] + (f', "signature": {{"by": "{self.node}", "key": "{self.keys.public}", '
+                              f'"ed25519": "{sig}"}}}}').encode()
+        self.stats["signed"] += 1
+        self.stats["seconds"] += time.perf_counter() - t0
+        return sealed
+
+    def open(self, path: str, data: bytes, key: Optional[str] = None) -> bytes:
+        """The verified record bytes of the file at ``path``; raises Refused (counted).
+        ``key``: verify with this key instead of the registered one (a registration that
+        is checked by its own key: see ``peek``)."""
+        t0 = time.perf_counter()
+        try:
+            return self._open(path, data, key)
+        except Refused as exc:
+            self.count(exc.signer, exc.reason)
+            raise
+        finally:
+            self.stats["opened"] += 1
+            self.stats["seconds"] += time.perf_counter() - t0
+
+    def _open(self, path: str, data: bytes, key: Optional[str]) -> bytes:
+        where = signer_of(path)
+        if where is None:
+            raise Refused(path, "-", "not a signed file's path")
+        root, signer = where
+        experiment = path == f"{root}/experiment.json"
+        registration = experiment or path.startswith(f"{root}/peers/")
+        pinned = self.coordinator(root)
+        claimed = signer if signer != COORDINATOR else (pinned[0] if pinned else "coordinator")
+        m = _SEAL_RE.search(data)
+        if m is None:
+            parse_json(data, len(data))   # ValueError: torn or no JSON, not there yet (uncounted)
+            raise Refused(path, claimed, "unsigned")
+        body, by, inline = data[:m.start()] + b"}", m.group(1).decode(), m.group(2).decode()
+        if signer != COORDINATOR and by != signer:
+            raise Refused(path, claimed, f"signed by another node ({by})")
+        if key is None:
+            key = self._expected(root, signer, fetch=not registration)
+            if key is None and registration:
+                key = inline                          # first use: the key it registers
+        if key is None:
+            raise Refused(path, claimed, "no key registered")
+        if inline != key:
+            raise Refused(path, claimed, "signed by another key")
+        try:
+            Ed25519PublicKey.from_public_bytes(base64.b64decode(key)).verify(
+                base64.b64decode(m.group(3)), DOMAIN + path.encode() + b"\n" + body)
+        except (InvalidSignature, ValueError):
+            raise Refused(path, claimed, "bad signature") from None
+        if experiment:
+            try:
+                doc = parse_record(body, len(body))
+            except ValueError:
+                doc = None
+            if not isinstance(doc, dict) or doc.get("coordinator_key") != key \
+                    or doc.get("coordinator") != by:
+                raise Refused(path, claimed, "pins another key than it is signed with")
+            if pinned is None or self.pinned_experiment(root) != data:
+                self._learn(root, by, key, experiment=data)   # first seen, or made anew by the
+                #                                               same coordinator (same key)
+        elif registration and self.node_key(root, signer) is None:
+            self._learn(root, signer, key)
+        return body
+
+    def _expected(self, root: str, signer: str, fetch: bool) -> Optional[str]:
+        """The key ``signer``'s files must be signed with, as this reader knows it (looked up
+        once if ``fetch``); None when it knows none."""
+        pinned = self.coordinator(root)
+        if signer == COORDINATOR and not fetch:      # experiment.json itself
+            return pinned[1] if pinned else None
+        if signer == COORDINATOR:   # no experiment.json (yet): only what this node signed
+            pinned = pinned or self._fetch_coordinator(root)
+            return pinned[1] if pinned else (self.keys.public if self.keys else None)
+        key = self.node_key(root, signer)
+        if key is None and pinned and pinned[0] == signer:
+            return pinned[1]                          # the coordinator's own peer record
+        return key or (self._fetch_node(root, signer) if fetch else None)
+
+    def _fetch_node(self, root: str, node: str) -> Optional[str]:
+        """``node``'s registered key from its peer record (one read, not repeated for a
+        while when there is none)."""
+        with self._lock:
+            if self.clock() - self._unknown.get((root, node), -1e18) < RETRY_UNKNOWN_S:
+                return None
+        self._peek_or_none(f"{root}/peers/{node}.json")
+        key = self.node_key(root, node)
+        if key is None:
+            with self._lock:
+                self._unknown[(root, node)] = self.clock()
+        return key
+
+    def _fetch_coordinator(self, root: str) -> Optional[tuple[str, str]]:
+        with self._lock:
+            if self.clock() - self._unknown.get((root, COORDINATOR), -1e18) < RETRY_UNKNOWN_S:
+                return None
+        self._peek_or_none(f"{root}/experiment.json")
+        got = self.coordinator(root)
+        if got is None:
+            with self._lock:
+                self._unknown[(root, COORDINATOR)] = self.clock()
+        return got
+
+    def _peek_or_none(self, path: str) -> None:
+        try:
+            data = self.store.read(path, 256 * 1024)
+            if data is not None:
+                self.open(path, data)
+        except (StoreError, ValueError):
+            pass
+
+    def peek(self, path: str, data: bytes) -> tuple[bytes, str]:
+        """(record bytes, key) of a self-registering file (a peer record, experiment.json)
+        verified with the key in its own seal, whatever key this reader knows for its
+        signer: for a node deciding whether a record of its NODE_ID is its own."""
+        m = _SEAL_RE.search(data)
+        if m is None:
+            raise Refused(path, "-", "unsigned")
+        key = m.group(2).decode()
+        return self.open(path, data, key=key), key
+
+    # --- reading and writing through the store ---------------------------------------------
+
+    def read(self, path: str, max_bytes: int) -> Optional[bytes]:
+        """The verified record at ``path``, None if there is none; Refused or StoreError."""
+        data = self.store.read(path, max_bytes)
+        return None if data is None else self.open(path, data)
+
+    def write(self, path: str, body: bytes) -> None:
+        self.store.write(path, self.seal(path, body))
+
+    # --- what was refused ---------------------------------------------------------------------
+
+    def count(self, signer: str, reason: str) -> None:
+        """Count one refused file (``open`` counts its own; callers, what they refuse)."""
+        with self._lock:
+            if len({s for s, _ in self.refused}) >= MAX_SIGNERS and not any(
+                    s == signer for s, _ in self.refused):
+                signer = "(others)"
+            self.refused[(signer, reason)] += 1
+            self._since[(signer, reason)] += 1
+
+    def refused_by_signer(self, limit: int = 32) -> dict:
+        """{claimed signer: {reason: files}} for a peer record: the ``limit`` signers with
+        the most refused files."""
+        with self._lock:
+            per: dict[str, dict] = {}
+            for (signer, reason), n in self.refused.items():
+                per.setdefault(signer, {})[reason] = n
+        top = sorted(per, key=lambda s: -sum(per[s].values()))[:limit]
+        return {s: per[s] for s in sorted(top)}
+
+    def round_line(self, what: str) -> Optional[str]:
+        """One line naming the files refused since the last call (None if none were)."""
+        with self._lock:
+            since, self._since = self._since, Counter()
+        if not since:
+            return None
+        by_reason: dict[str, list] = {}
+        for (signer, reason), n in since.most_common():
+            by_reason.setdefault(reason, []).append((signer, n))
+        parts = []
+        for reason, items in by_reason.items():
+            names = ", ".join(s for s, _ in items[:4]) + (", ..." if len(items) > 4 else "")
+            parts.append(f"{sum(n for _, n in items)} {reason} (claiming {names})")
+        return (f"{what}: refused {sum(since.values())} file(s) that failed verification, "
+                f"ignored: {'; '.join(parts)}")
