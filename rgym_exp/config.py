@@ -145,8 +145,16 @@ class Config:
                                  "first update (greedy, fixed questions no node trains on); 0: "
                                  "never; 10 keeps it under a fifth of the main job's rounds "
                                  "(36 questions: 61 s, rounds 18-48 s)", min=0)
-    EVAL_QUESTIONS: int = setting(36, "questions in the evaluation set, spread evenly over the "
-                                  "tasks", min=1, max=4096, shared=True)
+    EVAL_QUESTIONS: int = setting(500, "distinct questions held out for evaluation, spread "
+                                  "evenly over the tasks (a level gives at most half of its "
+                                  "questions; thin tasks take more levels): no node trains on them, "
+                                  "peers' groups of them are refused; 500 sees a 5-point effect "
+                                  "between two runs paired by question", min=1, max=4096,
+                                  shared=True)
+    EVAL_SAMPLE: int = setting(0, "questions of the held-out set one evaluation answers: its "
+                               "first N, spread over the tasks (each node's own choice: a CPU "
+                               "node may answer fewer; 500 questions of 256 tokens take minutes "
+                               "there); 0: all EVAL_QUESTIONS", min=0, max=4096)
     EVAL_LEVEL: int = setting(0, "curriculum level of the evaluation questions (with CURRICULUM; "
                               "it never follows the training level)", min=0, max=100, shared=True)
     GENERATION_BATCH_SIZE: int = setting(0, "questions per generate call; 0: all I at once",
