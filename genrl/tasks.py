@@ -34,6 +34,7 @@ from genrl.rewards import CORRECT
 PAPER_TASKS = ("base_conversion", "basic_arithmetic", "arc_1d", "bf", "propositional_logic",
                "fraction_simplification", "decimal_arithmetic", "calendar_arithmetic",
                "binary_matrix")
+DEFAULT_TASKS = "paper,chain_sum"  # the paper's nine and a warm-up task (README, Tasks)
 DEFAULT_POOL_SIZE = 10_000  # questions per task; `size` in a task's settings overrides
 ORACLE_SAMPLE = 24          # questions per task whose answers are checked against the scorer
 

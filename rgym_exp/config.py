@@ -119,8 +119,10 @@ class Config:
     GRADIENT_CHECKPOINTING: bool = setting(False, "recompute activations during backward: much "
                                            "less memory for about a third more compute")
     MAX_GRAD_NORM: float = setting(1.0, "gradient clipping norm", min=0.0001)
-    TASKS: str = setting("", "reasoning-gym task mix, e.g. basic_arithmetic:2{min_terms=2},"
-                         "chain_sum; default: the paper's nine tasks, weight 1", shared=True)
+    TASKS: str = setting("paper,chain_sum", "reasoning-gym task mix, e.g. basic_arithmetic:2"
+                         "{min_terms=2},chain_sum; paper: the SAPO paper's nine tasks, weight 1; "
+                         "the default adds chain_sum as a warm-up task (empty: the default)",
+                         shared=True)
     DATASET_PATH: str = setting("", "use your own questions: a .jsonl/.csv/.parquet file with "
                                 "question and answer columns (replaces TASKS)", shared=True)
     DATASET_MATCH: str = setting("auto", "how DATASET_PATH answers are scored",
@@ -152,9 +154,9 @@ class Config:
                                   "between two runs paired by question", min=1, max=4096,
                                   shared=True)
     EVAL_SAMPLE: int = setting(0, "questions of the held-out set one evaluation answers: its "
-                               "first N, spread over the tasks (each node's own choice: a CPU "
-                               "node may answer fewer; 500 questions of 256 tokens take minutes "
-                               "there); 0: all EVAL_QUESTIONS", min=0, max=4096)
+                               "first N, spread over the tasks (each node's own choice); 0: all "
+                               "EVAL_QUESTIONS on a GPU, the first 50 on a CPU (all 500 take "
+                               "about 15 minutes there)", min=0, max=4096)
     EVAL_LEVEL: int = setting(0, "curriculum level of the evaluation questions (with CURRICULUM; "
                               "it never follows the training level)", min=0, max=100, shared=True)
     GENERATION_BATCH_SIZE: int = setting(0, "questions per generate call; 0: all I at once",

@@ -64,6 +64,8 @@ def grpo_config(cfg: Config) -> GRPOConfig:
                       max_grad_norm=cfg.MAX_GRAD_NORM)
 
 
+CPU_EVAL_SAMPLE = 50   # held-out questions a CPU node answers by default (EVAL_SAMPLE)
+
 @dataclass
 class Prepared:
     """A round's work before its exchange: the evaluation's metrics and the local groups,
@@ -99,9 +101,8 @@ class Worker:
             self.selector.on_scored = lambda g: self.curriculum.observe(
                 g.question.source.get("task"), g.question.source.get("level"), g.has_signal)
         # held out whether or not this node evaluates: never drawn, refused from peers
-        held_out = self.source.eval_set(config.EVAL_QUESTIONS, EVAL_SEED)
-        self.eval_set = EvalSet(held_out[:config.EVAL_SAMPLE or None]) \
-            if config.EVAL_INTERVAL else None
+        self.held_out = self.source.eval_set(config.EVAL_QUESTIONS, EVAL_SEED)
+        self.eval_set = None                        # chosen once the device is known (setup)
         self.evaluated = False                      # this process has not evaluated yet
         self.takehome = TakeHome(config, experiment, self.heartbeat, os.path.dirname(logs.local))
 
@@ -123,6 +124,7 @@ class Worker:
                  time.perf_counter() - t0, policy.device, str(policy.compute_dtype).split(".")[-1])
         self.trainer = GRPOTrainer(policy, grpo_config(cfg))
         self.selector.cut = self.trainer.cut_completion   # peers' text scored as trained on
+        self.eval_set = self._eval_set(policy.device)
         staging = os.path.join(os.path.dirname(self.logs.local), "checkpoint-staging")
         self.checkpoints = CheckpointManager(self.exp, self.node, staging, cfg.CHECKPOINT_KEEP,
                                              cfg.CHECKPOINT_MODE, cfg.CHECKPOINT_INTERVAL,
@@ -134,6 +136,20 @@ class Worker:
                 self.curriculum.restore(state["curriculum"])
         self.takehome.start(self.trainer)       # trackers, Hub write check, credit tally
         self.logs.event("started", model=policy.description, resumed_round=self.last_done)
+
+    def _eval_set(self, device) -> Optional[EvalSet]:
+        """The held-out questions this node answers: EVAL_SAMPLE of them, or by default all
+        on an accelerator and the first CPU_EVAL_SAMPLE (spread over the tasks) on a CPU,
+        where all of them would take most of an hour a round."""
+        if not self.cfg.EVAL_INTERVAL:
+            return None
+        n = self.cfg.EVAL_SAMPLE or (CPU_EVAL_SAMPLE if str(device) == "cpu" else len(self.held_out))
+        if n < len(self.held_out):
+            log.info("evaluating the first %d of the %d held-out questions%s", n,
+                     len(self.held_out), "" if self.cfg.EVAL_SAMPLE else
+                     f" (the CPU default; EVAL_SAMPLE={len(self.held_out)} answers them all, "
+                     "for a comparison that can see a 5-point effect)")
+        return EvalSet(self.held_out[:n])
 
     def save_checkpoint(self) -> None:
         self.heartbeat.update(phase="saving checkpoint")

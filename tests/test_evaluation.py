@@ -41,3 +41,17 @@ def test_the_default_held_out_set_has_500_distinct_questions_the_same_on_every_n
     assert [q.text for q in held] == [q.text for q in b.eval_set(500, EVAL_SEED)]
     first = [q.source["task"] for q in held[:9]]
     assert sorted(first) == sorted(t.name for t in a.tasks)    # any prefix spreads over the tasks
+
+
+def test_a_cpu_node_answers_the_first_50_held_out_questions_by_default_and_a_gpu_node_all():
+    from types import SimpleNamespace
+    from rgym_exp.worker import CPU_EVAL_SAMPLE, Worker
+    held = ReasoningGymSource(parse_tasks("paper,chain_sum"), seed=0).eval_set(500, EVAL_SEED)
+    node = lambda **cfg: SimpleNamespace(cfg=SimpleNamespace(**{"EVAL_INTERVAL": 10, "EVAL_SAMPLE": 0, **cfg}),
+                                         held_out=held)
+    cpu = Worker._eval_set(node(), "cpu").questions
+    assert len(cpu) == CPU_EVAL_SAMPLE == 50 and cpu == held[:50]
+    assert len({q.source["task"] for q in cpu}) == 10                 # spread over the tasks
+    assert len(Worker._eval_set(node(), "cuda:0").questions) == 500
+    assert len(Worker._eval_set(node(EVAL_SAMPLE=500), "cpu").questions) == 500
+    assert Worker._eval_set(node(EVAL_INTERVAL=0), "cpu") is None
