@@ -146,7 +146,7 @@ class Config:
     EVAL_INTERVAL: int = setting(10, "held-out evaluation every this many rounds and before the "
                                  "first update (greedy, fixed questions no node trains on); 0: "
                                  "never; 10 keeps it under a fifth of the main job's rounds "
-                                 "(36 questions: 61 s, rounds 18-48 s)", min=0)
+                                 "(a CPU node's 50 questions: 340 s with both workers on a busy 2-core machine)", min=0)
     EVAL_QUESTIONS: int = setting(500, "distinct questions held out for evaluation, spread "
                                   "evenly over the tasks (a level gives at most half of its "
                                   "questions; thin tasks take more levels): no node trains on them, "
