@@ -37,12 +37,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from genrl.data import ReasoningGymSource, TaskSpec, parse_tasks  # noqa: E402
+from genrl.tasks import DEFAULT_TASKS  # noqa: E402
 from genrl.probes import (GOLD_FORMS, TRICKS, gold_forms, premises_of,  # noqa: E402
                           propositional_conclusion, tricks)
 from genrl.rewards import RewardRule, _clean  # noqa: E402
 from genrl.scoring import Scorer  # noqa: E402
 
-DEFAULT_MIX = "paper,chain_sum"
 
 
 def questions_of(task: TaskSpec, count: int, seed: int = 3):
@@ -134,7 +134,7 @@ def model_table(mix: str, per_task: int, cache: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", default=DEFAULT_MIX, help="TASKS mix (default: paper,chain_sum)")
+    parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"TASKS mix (default: {DEFAULT_TASKS})")
     parser.add_argument("--questions", type=int, default=8, help="questions per task")
     parser.add_argument("--plain", type=int, default=200, help="chain_sum questions answered plainly")
     parser.add_argument("--model", action="store_true", help="also score SmolLM2's completions")
