@@ -37,7 +37,7 @@ from genrl.checkpoint import OPTIMIZER_MODES, load_trainer, save_trainer  # noqa
 from genrl.data import ReasoningGymSource, parse_tasks  # noqa: E402
 from genrl.grpo import GRPOConfig, GRPOTrainer, TrainGroup  # noqa: E402
 from genrl.models import DEFAULT_MODEL, build_prompt, load_policy  # noqa: E402
-from genrl.rewards import completion_reward  # noqa: E402
+from genrl.scoring import Scorer  # noqa: E402
 
 from lr_sweep import TASK, accuracy  # noqa: E402  the same task and held-out measure as the sweep
 
@@ -48,7 +48,7 @@ def train_round(trainer: GRPOTrainer, source, r: int, args) -> float:
     batch, rewards = [], []
     for p, q, g in zip(prompts, questions, trainer.generate(prompts, args.generations,
                                                             seed=1000 + r)):
-        rs = [completion_reward(c.text, q.verify) for c in g]
+        rs = Scorer().rewards(q, [c.text for c in g])
         rewards += rs
         batch.append(TrainGroup(trainer.encode_prompt(p), [c.ids for c in g], rs))
     trainer.step(batch)

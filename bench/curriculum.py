@@ -29,7 +29,7 @@ from genrl.curriculum import BAND, max_level  # noqa: E402
 from genrl.data import PAPER_TASKS, ReasoningGymSource, TaskSpec  # noqa: E402
 from genrl.grpo import GRPOConfig, GRPOTrainer  # noqa: E402
 from genrl.models import DEFAULT_MODEL, build_prompt, load_policy  # noqa: E402
-from genrl.rewards import RewardRule  # noqa: E402
+from genrl.scoring import Scorer  # noqa: E402
 
 G = 8
 
@@ -45,7 +45,7 @@ def main() -> None:
     levels, per_level = tuple(args.levels or levels), args.questions or per_level
     policy = load_policy(DEFAULT_MODEL)
     trainer = GRPOTrainer(policy, GRPOConfig())
-    rule = RewardRule()
+    scorer = Scorer()
     t0 = time.perf_counter()
     groups = []                                   # (task, level, successes out of G)
     print("| task | level | success rate | groups with signal |")
@@ -58,7 +58,8 @@ def main() -> None:
             questions = source.draw("bench-curriculum", level, per_level, levels={name: level})
             made = trainer.generate([build_prompt(policy.tokenizer, q.text) for q in questions], G,
                                     seed=level)
-            wins = [sum(rule.correct(c.text, q) for c in comps) for q, comps in zip(questions, made)]
+            wins = [sum(v.correct for v in scorer.score(q, [c.text for c in comps]))
+                    for q, comps in zip(questions, made)]
             groups += [(name, level, w) for w in wins]
             signal = np.mean([0 < w < G for w in wins])
             print(f"| {name} | {level} | {np.sum(wins) / (G * len(wins)):.3f} | {signal:.2f} |",

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from genrl.data import ReasoningGymSource, parse_tasks  # noqa: E402
-from genrl.rewards import RewardRule  # noqa: E402
+from genrl.scoring import Scorer  # noqa: E402
 from genrl.rollouts import RolloutGroup  # noqa: E402
 from genrl.sapo import ExternalSelector, group_key  # noqa: E402
 from rgym_exp.drive.layout import Layout  # noqa: E402
@@ -106,7 +106,7 @@ def make_groups(source, rule, node: str, r: int, rng) -> list[RolloutGroup]:
         texts = [f"<answer>{q.answer}</answer>"] * right + [
             f"<answer>{int(q.answer) + int(rng.integers(1, 9))}</answer>" for _ in range(G - right)]
         groups.append(RolloutGroup(node, r, "sim", q.text, q.source, texts,
-                                   [rule(t, q) for t in texts]))
+                                   rule.rewards(q, texts)))
     return groups
 
 
@@ -116,7 +116,7 @@ def simulate(n_nodes: int, rounds: int, wait: float, seed: int = 0) -> dict:
     store = SimStore(clock)
     exp = Experiment(store, Layout("sim"))
     source = ReasoningGymSource(parse_tasks(TASKS), seed=1)
-    rule = RewardRule()
+    rule = Scorer()
     nodes = [f"n{k}" for k in range(n_nodes)]
     speed = dict(zip(nodes, rng.uniform(0.75, 1.35, n_nodes)))
     exchanges = {n: RolloutExchange(exp, n, clock=clock) for n in nodes}

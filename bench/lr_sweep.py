@@ -4,7 +4,7 @@
     python bench/lr_sweep.py --rates 1e-5 --rounds 3   # a quick look
 
 Every rate starts from the same weights and sees the same questions and
-sampling seeds, scored by the swarm's default reward rule (genrl.rewards.RewardRule:
+sampling seeds, scored by the swarm's default reward rule (genrl.scoring.Scorer:
 correct answers only, the guarded tagless fallback that never pays for an echo of
 the question). Reported per rate: the training reward in the first and last
 quarter of the rounds, greedy accuracy on a fixed held-out set before and after,
@@ -29,16 +29,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from genrl.data import ReasoningGymSource, parse_tasks  # noqa: E402
 from genrl.grpo import GRPOConfig, GRPOTrainer, TrainGroup  # noqa: E402
 from genrl.models import DEFAULT_MODEL, build_prompt, load_policy  # noqa: E402
-from genrl.rewards import RewardRule  # noqa: E402
+from genrl.scoring import Scorer  # noqa: E402
 
 TASK = "chain_sum{min_terms=2;max_terms=2;min_digits=1;max_digits=1}"
-RULE = RewardRule()
+RULE = Scorer()
 
 
 def accuracy(trainer: GRPOTrainer, questions) -> float:
     prompts = [build_prompt(trainer.tokenizer, q.text) for q in questions]
     outs = trainer.generate(prompts, 1, seed=0, temperature=0)
-    return float(np.mean([RULE.correct(g[0].text, q) for g, q in zip(outs, questions)]))
+    return float(np.mean([RULE.score(q, [g[0].text])[0].correct for g, q in zip(outs, questions)]))
 
 
 def run(policy, lr: float, args, source, held_out) -> dict:
@@ -52,7 +52,7 @@ def run(policy, lr: float, args, source, held_out) -> dict:
         groups = trainer.generate(prompts, args.generations, seed=1000 + r)
         batch = []
         for p, q, g in zip(prompts, questions, groups):
-            rs = [RULE(c.text, q) for c in g]
+            rs = RULE.rewards(q, [c.text for c in g])
             rewards.append(float(np.mean(rs)))
             batch.append(TrainGroup(trainer.encode_prompt(p), [c.ids for c in g], rs))
         m = trainer.step(batch)

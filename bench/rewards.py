@@ -1,153 +1,158 @@
-"""What do SmolLM2-135M's completions earn, and which groups carry a real signal?
+"""Is the reward right? Gold answers paid, cheap tricks not, on every task of a mix; and what
+SmolLM2-135M's own completions earn under each answer rule.
 
-    python bench/rewards.py                 # generate (cached) then score: ~30 min the first time
-    python bench/rewards.py --quick         # 2 questions per task: a few minutes
-    python bench/rewards.py --partial       # score what a run still generating has so far
+    python bench/rewards.py                    # the probes table for the default mix (~1 min)
+    python bench/rewards.py --tasks chain_sum  # another mix
+    python bench/rewards.py --plain 200        # correct plain answers on chain_sum level 0
+    python bench/rewards.py --model            # + SmolLM2's completions (generated, cached)
 
-Samples G=8 completions per question at the default settings (temperature 0.7,
-256 new tokens, the worker's prompt) for the paper's nine tasks and for the
-chain_sum demo mix, caches them as JSONL, then scores the same completions
-under each answer rule and reward rule:
+Probes (genrl/probes.py), scored through the swarm's one door (genrl/scoring.py: answer
+grammar, sandboxed verifier) under the default rule (binary reward, guarded fallback) and,
+in a second table, under partial credit (the paper's code):
+  * gold answers in tags, in words ("... The answer is X." or a block after "the answer is:")
+    and as a bare last line: target 100% paid;
+  * echoes, premise copies, lists of candidates, tag spam, the question's own examples: each
+    contains the gold answer or is built from the question, target 0 paid.
+propositional_logic has no gold answer string: its gold is a conclusion found by search that
+the scorer pays (genrl/verifiers.py); the share of questions that have one is printed.
+The last lines give the cost of scoring through the sandbox (ms per completion, warm pool).
 
-* answer rules: ``tags`` (only <answer> tags, the paper's), ``last_line`` (the
-  old fallback: any last line), ``guarded`` (the new fallback: an explicit
-  "answer is X" or a bare last-line value, never one made of the question's own
-  words; no answer scores 0 without asking the verifier, which the other two
-  rules do);
-* reward rules: ``graded`` (the verifier's score, partial credit included, the
-  paper's) and ``binary`` (1 for a fully correct answer, else 0).
-
-For each: mean reward, share of completions correct, share of groups with any
-reward spread ("signal"), and of those how many have no correct answer at all
-(signal from partial credit or echoes alone), and the largest GRPO advantage a
-wrong answer received. The numbers chose the defaults (README, "Rewards").
+``--model`` samples G=8 completions per question (temperature 0.7, 256 new tokens, the
+worker's prompt) for the mix's tasks, caches them as JSONL, and scores them under ``tags``
+(the paper's rule) and ``guarded`` (this project's default): mean reward, share correct,
+share of groups with signal.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 import os
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from genrl.data import PAPER_TASKS, ReasoningGymSource, TaskSpec, parse_tasks  # noqa: E402
-
-MIXES = {"paper": ",".join(PAPER_TASKS),
-         "demo": "chain_sum{min_terms=2;max_terms=2;min_digits=1;max_digits=2}"}
-RULES = ("tags", "last_line", "guarded")
-
-
-def generate(path: str, per_task: int, groups: int) -> None:
-    from genrl.grpo import GRPOConfig, GRPOTrainer
-    from genrl.models import DEFAULT_MODEL, build_prompt, load_policy
-    policy = load_policy(DEFAULT_MODEL)
-    trainer = GRPOTrainer(policy, GRPOConfig())
-    done = Counter(json.loads(line)["mix"] for line in open(path + ".tmp", encoding="utf-8")) \
-        if os.path.exists(path + ".tmp") else Counter()          # resume an interrupted run
-    with open(path + ".tmp", "a", encoding="utf-8") as out:
-        for mix, spec in MIXES.items():
-            source = ReasoningGymSource(parse_tasks(spec), seed=7)
-            count = per_task * len(source.tasks) if mix == "paper" else groups
-            questions = []
-            for task in source.tasks:   # the same number of questions from every task
-                one = ReasoningGymSource([TaskSpec(task.name, 1.0, task.settings)], seed=7)
-                questions += one.draw("bench-rewards", 0, count // len(source.tasks))
-            for start in range(done[mix], len(questions), 8):
-                batch = questions[start:start + 8]
-                t0 = time.perf_counter()
-                made = trainer.generate([build_prompt(policy.tokenizer, q.text) for q in batch], 8,
-                                        seed=start)
-                for q, comps in zip(batch, made):
-                    out.write(json.dumps({"mix": mix, "source": q.source, "question": q.text,
-                                          "completions": [c.text for c in comps],
-                                          "ended": [c.ended for c in comps]}) + "\n")
-                out.flush()
-                print(f"{mix}: {start + len(batch)}/{len(questions)} questions "
-                      f"({time.perf_counter() - t0:.0f}s)", flush=True)
-    os.replace(path + ".tmp", path)
+from genrl.data import ReasoningGymSource, TaskSpec, parse_tasks  # noqa: E402
+from genrl.tasks import DEFAULT_TASKS  # noqa: E402
+from genrl.probes import (GOLD_FORMS, TRICKS, gold_forms, premises_of,  # noqa: E402
+                          propositional_conclusion, tricks)
+from genrl.rewards import RewardRule, _clean  # noqa: E402
+from genrl.scoring import Scorer  # noqa: E402
 
 
-def old_last_line(text: str):
-    """The fallback this project used before: tags, else the whole last line ("answer is X"
-    trimmed to X), whatever it says -- kept here only to measure against."""
-    import re
-    pairs = re.findall(r"<answer>(.*?)</answer>", text, re.S | re.I)
-    if pairs:
-        return pairs[-1].strip() or None
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return None
-    said = re.findall(r"\banswer\s*(?:is|:|=)\s*(.+)$", lines[-1], re.I)
-    answer = (said[-1] if said else lines[-1]).strip()
-    if answer.endswith(".") and not answer.endswith(".."):
-        answer = answer[:-1].strip()
-    return answer or None
+
+def questions_of(task: TaskSpec, count: int, seed: int = 3):
+    """``count`` training questions of one task, at level 0 (propositional_logic: level 2,
+    as level 0's four questions have no conclusion beyond their premises)."""
+    source = ReasoningGymSource([task], seed=seed, curriculum=True)
+    level = 2 if task.name == "propositional_logic" else 0
+    return source.draw("bench-rewards", 0, count, levels={task.name: level})
 
 
-def answer_by(rule: str, text: str, question: str):
-    from genrl.rewards import extract_answer
-    if rule == "last_line":
-        return old_last_line(text)
-    return extract_answer(text, "none" if rule == "tags" else "guarded", question)
+def probe_table(mix: str, per_task: int, rule: RewardRule) -> list[str]:
+    scorer = Scorer(rule)
+    finder = Scorer()
+    head = (["task", "questions"] + [f"gold {f}" for f in GOLD_FORMS] + list(TRICKS))
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for task in parse_tasks(mix):
+        paid, seen, golds = Counter(), Counter(), 0
+        questions = questions_of(task, per_task)
+        for q in questions:
+            gold = q.answer if q.answer is not None else propositional_conclusion(q, finder)
+            if gold is None:
+                continue
+            gold, golds = _clean(gold), golds + 1
+            for form, text in gold_forms(gold, task.name).items():
+                seen[form] += 1
+                paid[form] += scorer.score(q, [text])[0].reward >= 1.0
+            premises = premises_of(q.text) if task.name == "propositional_logic" else ()
+            for family, texts in tricks(q.text, gold, task.name, premises).items():
+                for verdict in scorer.score(q, texts):
+                    seen[family] += 1
+                    paid[family] += verdict.reward > 0
+        cells = [task.name, f"{golds}/{len(questions)}" if golds < len(questions) else str(golds)]
+        cells += [f"{paid[k] / seen[k]:.0%} ({paid[k]}/{seen[k]})" if seen[k] else "-"
+                  for k in [*GOLD_FORMS, *TRICKS]]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
-def score(path: str) -> None:
-    from genrl.grpo import group_advantages
-    from genrl.rewards import CORRECT, safe_score
+def plain_answers(count: int) -> str:
+    """chain_sum level 0: correct answers written "The answer is N." -- how many are paid."""
+    task = TaskSpec("chain_sum")
+    scorer = Scorer()
+    questions = questions_of(task, count, seed=11)
+    paid = sum(scorer.score(q, [f"The answer is {q.answer}."])[0].correct for q in questions)
+    return f"chain_sum level 0: {paid} of {len(questions)} correct plain answers paid"
+
+
+def scoring_cost() -> str:
+    task = TaskSpec("binary_matrix")
+    scorer = Scorer()
+    questions = questions_of(task, 16)
+    scorer.score(questions[0], ["warm"])
+    texts = lambda q: [f"<answer>{q.answer}</answer>"] * 4 + [f"<answer>{k} 0</answer>" for k in range(4)]
+    t0 = time.perf_counter()
+    for q in questions:
+        scorer.score(q, texts(q))
+    per = (time.perf_counter() - t0) / (8 * len(questions)) * 1e3
+    return (f"scoring through the sandbox: {per:.2f} ms per completion ({len(questions)} groups of "
+            f"8, 5 distinct answers each, warm pool)")
+
+
+def model_table(mix: str, per_task: int, cache: str) -> list[str]:
+    path = os.path.join(cache, f"rewards-{mix.replace(',', '+')}-{per_task}.jsonl")
+    if not os.path.exists(path):
+        from genrl.grpo import GRPOConfig, GRPOTrainer
+        from genrl.models import DEFAULT_MODEL, build_prompt, load_policy
+        policy = load_policy(DEFAULT_MODEL)
+        trainer = GRPOTrainer(policy, GRPOConfig())
+        with open(path + ".tmp", "w", encoding="utf-8") as out:
+            for task in parse_tasks(mix):
+                qs = questions_of(task, per_task)
+                made = trainer.generate([build_prompt(policy.tokenizer, q.text) for q in qs], 8, seed=1)
+                for q, comps in zip(qs, made):
+                    out.write(json.dumps({"task": task.name, "source": q.source,
+                                          "completions": [c.text for c in comps]}) + "\n")
+                print(f"generated {task.name}", flush=True)
+        os.replace(path + ".tmp", path)
     rows = [json.loads(line) for line in open(path, encoding="utf-8")]
-    sources = {mix: ReasoningGymSource(parse_tasks(spec), seed=7) for mix, spec in MIXES.items()}
-    for mix in MIXES:
-        mine = [r for r in rows if r["mix"] == mix]
-        if not mine:
-            continue
-        print(f"\n{mix} mix: {len(mine)} questions x {len(mine[0]['completions'])} completions")
-        print("| answer rule | reward rule | mean reward | correct | groups with signal | "
-              "of which none correct | largest advantage of a wrong answer |")
-        print("|---|---|---|---|---|---|---|")
-        for rule in RULES:
-            scores = []
-            for r in mine:
-                q = sources[mix].regenerate(r["source"])
-                answers = [answer_by(rule, t, q.text) for t in r["completions"]]
-                # the paper's and the old rule ask the verifier even about no answer at all
-                scores.append([0.0 if a is None and rule == "guarded" else safe_score(q.verify, a)
-                               for a in answers])
-            for reward_rule in ("graded", "binary"):
-                rewards = [[float(s >= CORRECT) if reward_rule == "binary" else s for s in g]
-                           for g in scores]
-                signal = [g for g in rewards if max(g) - min(g) > 1e-9]
-                crumbs = [g for g, s in zip(rewards, scores)
-                          if max(g) - min(g) > 1e-9 and max(s) < CORRECT]
-                worst = max([a for g, s in zip(rewards, scores)
-                             for a, x in zip(group_advantages(g), s) if x < CORRECT] or [0.0])
-                print(f"| {rule} | {reward_rule} | {np.mean(rewards):.3f} | "
-                      f"{np.mean([x >= CORRECT for g in scores for x in g]):.3f} | "
-                      f"{len(signal)}/{len(rewards)} | {len(crumbs)} | {worst:.2f} |")
+    source = ReasoningGymSource(parse_tasks(mix), seed=3, curriculum=True)
+    out = ["| answer rule | mean reward | correct | groups with signal |", "|---|---|---|---|"]
+    for name, rule in (("tags", RewardRule(fallback="none")), ("guarded", RewardRule())):
+        scorer = Scorer(rule)
+        rewards = [scorer.rewards(source.regenerate(r["source"]), r["completions"]) for r in rows]
+        signal = sum(max(g) > min(g) for g in rewards)
+        out.append(f"| {name} | {np.mean(rewards):.3f} | {np.mean([x >= 1 for g in rewards for x in g]):.3f} "
+                   f"| {signal}/{len(rewards)} |")
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 questions per task, 8 demo groups")
-    parser.add_argument("--partial", action="store_true", help="score what an unfinished run has")
-    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/rl-swarm/bench"),
-                        help="folder for the generated completions (reused when present)")
+    parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"TASKS mix (default: {DEFAULT_TASKS})")
+    parser.add_argument("--questions", type=int, default=8, help="questions per task")
+    parser.add_argument("--plain", type=int, default=200, help="chain_sum questions answered plainly")
+    parser.add_argument("--model", action="store_true", help="also score SmolLM2's completions")
+    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/rl-swarm/bench"))
     args = parser.parse_args()
-    per_task, groups = (2, 8) if args.quick else (6, 48)
-    os.makedirs(args.cache, exist_ok=True)
-    path = os.path.join(args.cache, f"rewards-{per_task}x{groups}.jsonl")
-    if args.partial:
-        print(f"(partial: the completions generated so far, {path}.tmp)")
-        score(path + ".tmp")
-        return
-    if not os.path.exists(path):
-        generate(path, per_task, groups)
-    score(path)
+    t0 = time.perf_counter()
+    print(f"probes, {args.questions} questions per task, default rule (binary, guarded):")
+    print("\n".join(probe_table(args.tasks, args.questions, RewardRule())))
+    print("\nthe same under partial credit (PARTIAL_CREDIT=true, the paper's code):")
+    print("\n".join(probe_table(args.tasks, args.questions, RewardRule(partial_credit=True))))
+    print()
+    print(plain_answers(args.plain))
+    print(scoring_cost())
+    if args.model:
+        os.makedirs(args.cache, exist_ok=True)
+        print("\nSmolLM2-135M's completions:")
+        print("\n".join(model_table(args.tasks, args.questions, args.cache)))
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 
 if __name__ == "__main__":

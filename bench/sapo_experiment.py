@@ -17,7 +17,9 @@ prints, per configuration, the mean over seeds and a 95% t-interval of:
   * cumulative training reward per node (the SAPO paper's measure, flattering: on the
     questions trained on, under sampling),
   * held-out accuracy at the end, and its area under the curve (rgym_exp/series.py),
-and each configuration's paired difference from the first. It writes ``comparison.md`` and
+and each configuration's paired difference from the first: by seed (a t-interval over seeds)
+and by question (each evaluation records which held-out questions it got right: a paired
+bootstrap interval over questions and McNemar's test on the discordant answers). It writes ``comparison.md`` and
 two figures (swarm-mean held-out accuracy and cumulative reward, mean over seeds).
 """
 
@@ -91,7 +93,10 @@ def run(args) -> int:
                 continue
             env = {**os.environ, **common, **settings, "NODE_ROLE": "swarm",
                    "NUM_WORKERS": str(args.workers), "SEED": str(seed), "MAX_ROUNDS": str(args.rounds),
-                   "GDRIVE_PATH": folder, "EXPERIMENT_NAME": name, "NODE_ID": name,
+                   "GDRIVE_PATH": folder, "EXPERIMENT_NAME": name,
+                   # the same node ids in every configuration of a seed: training draws are
+                   # seeded by (SEED, node, round), so the arms see the same questions
+                   "NODE_ID": f"seed{seed}",
                    "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
             t0 = time.time()
             with open(os.path.join(args.out, "logs", f"{name}.log"), "ab") as log:
@@ -154,6 +159,44 @@ def mechanics(folder: str, name: str, J: int) -> dict:
     return {c: float(np.mean(v)) if v else math.nan for c, v in values.items()}
 
 
+def last_marks(folder: str, name: str) -> dict:
+    """node -> (round, "0110..."): each worker's last evaluation, question by question."""
+    import glob
+    out = {}
+    for path in glob.glob(os.path.join(folder, "experiments", name, "logs", "*", "metrics.jsonl")):
+        node = os.path.basename(os.path.dirname(path))
+        with open(path) as fh:
+            for line in fh:
+                m = json.loads(line)
+                marks = m.get("eval/correct")
+                if isinstance(marks, str) and set(marks) <= {"0", "1"} and marks:
+                    if node not in out or m.get("round", -1) >= out[node][0]:
+                        out[node] = (m.get("round", -1), marks)
+    return out
+
+
+def paired_by_question(a: list[tuple[str, str]], b: list[tuple[str, str]], rng_seed: int = 0,
+                       draws: int = 2000) -> dict:
+    """McNemar's test and a paired bootstrap over questions, for evaluations of the same
+    questions by the same nodes (same seed, same NODE_ID) in two configurations: ``a`` and
+    ``b`` are lists of marks strings in matching order. Returns the difference in accuracy
+    (b - a) with its 95% bootstrap interval, the discordant counts and McNemar's p."""
+    pairs = [(x, y) for x, y in zip(a, b) if len(x) == len(y)]
+    if not pairs:
+        return {}
+    A = np.array([[c == "1" for c in x] for x, _ in pairs], dtype=float)    # runs x questions
+    B = np.array([[c == "1" for c in y] for _, y in pairs], dtype=float)
+    only_a, only_b = int(((A == 1) & (B == 0)).sum()), int(((A == 0) & (B == 1)).sum())
+    stat = (abs(only_a - only_b) - 1) ** 2 / (only_a + only_b) if only_a + only_b else 0.0
+    p = math.erfc(math.sqrt(stat / 2))                     # chi-square, 1 degree of freedom
+    rng = np.random.default_rng(rng_seed)
+    diff = (B - A).mean(axis=0)                             # per question, over runs
+    boot = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(draws)]
+    return {"diff": float(diff.mean()), "low": float(np.quantile(boot, 0.025)),
+            "high": float(np.quantile(boot, 0.975)), "only_a": only_a, "only_b": only_b,
+            "p": p, "questions": A.shape[1], "runs": len(pairs)}
+
+
 def fmt(mean: float, half: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ± {half:.{digits}f}")
 
@@ -189,6 +232,23 @@ def compare(args) -> int:
                      digits=2 if k == "cumulative" else 3)
                  for k in ("cumulative", "eval_last", "eval_auc")]
         lines.append(f"| {c} | {len(pairs)} | " + " | ".join(cells) + " |")
+    lines += ["", f"Paired by question (each worker's last evaluation, same seed and NODE_ID), "
+              f"each configuration minus {base}: accuracy difference with a 95% paired bootstrap "
+              "interval over questions, and McNemar's test on the discordant answers:", "",
+              "| configuration | runs paired | questions | difference | right only in "
+              f"{base} | right only here | McNemar p |", "|---|---:|---:|---:|---:|---:|---:|"]
+    marks = {c: {s: last_marks(os.path.join(args.out, run_name(c, s)), run_name(c, s))
+                 for s in got[c]} for c in configs}
+    for c in configs[1:]:
+        a, b = [], []
+        for seed in seeds:
+            for node in sorted(set(marks[base].get(seed, {})) & set(marks[c].get(seed, {}))):
+                a.append(marks[base][seed][node][1])
+                b.append(marks[c][seed][node][1])
+        t = paired_by_question(a, b)
+        lines.append(f"| {c} | {t['runs']} | {t['questions']} | {t['diff']:+.3f} "
+                     f"[{t['low']:+.3f}, {t['high']:+.3f}] | {t['only_a']} | {t['only_b']} | "
+                     f"{t['p']:.3g} |" if t else f"| {c} | 0 | - | - | - | - | - |")
     lines += ["", "Inside the runs (mean over every worker's rounds, then over seeds):", "",
               "| configuration | " + " | ".join(c for c, _, _ in MECHANICS) + " |",
               "|---|" + "---:|" * len(MECHANICS)]

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from genrl.data import ReasoningGymSource, parse_tasks  # noqa: E402
 from genrl.grpo import GRPOConfig, GRPOTrainer  # noqa: E402
 from genrl.models import DEFAULT_MODEL, build_prompt, load_policy  # noqa: E402
-from genrl.rewards import completion_reward  # noqa: E402
+from genrl.scoring import Scorer  # noqa: E402
 from genrl.sapo import has_signal  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def main() -> None:
         t0 = time.perf_counter()
         g = 1 if t == 0 else args.generations
         groups = trainer.generate(prompts, g, seed=5, temperature=t)
-        rewards = [[completion_reward(c.text, q.verify) for c in grp] for q, grp in zip(questions, groups)]
+        rewards = [Scorer().rewards(q, [c.text for c in grp]) for q, grp in zip(questions, groups)]
         signal = "-" if g == 1 else f"{np.mean([has_signal(r) for r in rewards]):.2f}"
         print(f"| {t:g}{' (greedy)' if t == 0 else ''} | {np.mean(rewards):.3f} | {signal} | "
               f"{time.perf_counter() - t0:.0f} |", flush=True)

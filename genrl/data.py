@@ -1,45 +1,36 @@
 """Question sources: what a node trains on, and how any node re-creates it.
 
-Two sources share one small interface (``draw``, ``regenerate``, ``fingerprint``):
+Two sources share one small interface (``draw``, ``regenerate``, ``eval_set``, ``fingerprint``):
 
-* ``ReasoningGymSource``: a weighted mix of reasoning-gym tasks (procedural,
-  verifiable, offline). The default mix is the SAPO paper's nine tasks, weight 1
-  each. A question's ``source`` metadata (task, task settings, seed, pool size,
-  index) is enough for any node to regenerate its text and answer, so a receiver
-  scores a peer's completions against its *own* ground truth.
+* ``ReasoningGymSource``: a weighted mix of reasoning-gym tasks (procedural, verifiable,
+  offline; the TASKS setting: genrl/tasks.py). A question's ``source`` metadata (task, task
+  settings, seed, pool size, index, level) is enough for any node to regenerate its text and
+  answer, so a receiver scores a peer's completions against its *own* ground truth; its
+  ``check`` names the question to a sandboxed verifier (genrl/scoring.py).
 * ``DatasetSource``: a user's question set (JSONL / CSV / parquet) loaded with
   ``datasets``, scored by exact or numeric match.
 
-Draws are deterministic: the same (seed, node, round) gives the same questions.
+Draws are deterministic: the same (seed, node, round) gives the same questions. Each source
+holds out an evaluation set (``eval_set``) that no draw returns and ``regenerate`` refuses, so
+a peer that evaluates differently, or not at all, cannot feed this node its held-out questions.
 """
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import decimal
-import difflib
-import functools
 import hashlib
-import io
 import json
-import operator
 import os
-import re
-from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
 from genrl.curriculum import max_level, settings_at
-from genrl.rewards import CORRECT, exact_match, numeric_match, parse_number
+from genrl.rewards import exact_match, numeric_match, parse_number
+from genrl.tasks import (DEFAULT_POOL_SIZE, PAPER_TASKS, TaskSpec, _dataset, check_answers,  # noqa: F401
+                         isolated, parse_tasks, validate_tasks)
 
-PAPER_TASKS = ("base_conversion", "basic_arithmetic", "arc_1d", "bf", "propositional_logic",
-               "fraction_simplification", "decimal_arithmetic", "calendar_arithmetic",
-               "binary_matrix")
-DEFAULT_POOL_SIZE = 10_000  # questions per task; `size` in a task's settings overrides
-ORACLE_SAMPLE = 24          # questions per task whose answers are checked against the scorer
+EVAL_SCAN = 8        # a held-out level's pool is scanned for EVAL_SCAN x the questions wanted
 
 
 class InvalidSource(ValueError):
@@ -51,7 +42,8 @@ class Question:
     text: str
     source: dict                                   # shareable; regenerates text and answer
     answer: Optional[str] = None                   # ground truth, never shared
-    verify: Callable[[Optional[str]], float] = field(default=lambda _a: 0.0, repr=False)
+    verify: Optional[Callable[[Optional[str]], float]] = None   # trusted in-process check
+    check: Optional[dict] = None                   # what a sandboxed verifier scores it by
 
 
 def stable_int(text: str) -> int:
@@ -63,187 +55,13 @@ def round_rng(seed: int, node_id: str, round_: int) -> np.random.Generator:
     return np.random.default_rng([seed, stable_int(node_id), round_])
 
 
-@contextlib.contextmanager
-def isolated():
-    """Run reasoning-gym code away from process-wide state: generators that print progress
-    dots (bf) print into nothing, and those that set the decimal precision
-    (decimal_arithmetic sets ``getcontext().prec`` for every question) set it in a context of
-    their own, so the answers of other tasks (decimal_chain_sum) do not depend on which
-    questions this process happened to make before. Otherwise two nodes could disagree."""
-    with contextlib.redirect_stdout(io.StringIO()), decimal.localcontext(decimal.Context()):
-        yield
-
-
-def _score(ds, answer, entry) -> float:
-    with isolated():
-        return ds.score_answer(answer, entry)
-
-
-# --- the TASKS setting --------------------------------------------------------
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    weight: float = 1.0
-    settings: tuple = ()  # sorted (key, value) pairs passed to reasoning-gym's config
-
-    @property
-    def config(self) -> dict:
-        return dict(self.settings)
-
-
-def _literal(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text.strip()
-
-
-def parse_tasks(spec: str) -> list[TaskSpec]:
-    """Parse TASKS. Forms (comma-separated):
-    ``basic_arithmetic``, ``basic_arithmetic:2``, ``basic_arithmetic:2{min_terms=2;max_terms=3}``,
-    or JSON: ``{"basic_arithmetic": {"weight": 2, "min_terms": 2}}``. Raises ValueError."""
-    spec = spec.strip()
-    if not spec:
-        raise ValueError("no task given")
-    if spec.startswith("{"):
-        try:
-            raw = json.loads(spec)
-        except ValueError as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
-        tasks = []
-        for name, settings in raw.items():
-            settings = dict(settings or {})
-            weight = settings.pop("weight", 1.0)
-            tasks.append(_task(name, weight, settings))
-        return tasks
-    tasks = []
-    for part in re.findall(r"[^,{]+(?:\{[^}]*\})?", spec):
-        part = part.strip()
-        if not part:
-            continue
-        m = re.fullmatch(r"([A-Za-z0-9_]+)\s*(?::\s*([^{\s]+))?\s*(?:\{([^}]*)\})?", part)
-        if not m:
-            raise ValueError(f"cannot read task {part!r}; expected name[:weight][{{key=value;...}}]")
-        settings = {}
-        for item in filter(None, (s.strip() for s in (m.group(3) or "").split(";"))):
-            key, eq, value = item.partition("=")
-            if not eq:
-                raise ValueError(f"task setting {item!r} of {m.group(1)} is not key=value")
-            settings[key.strip()] = _literal(value)
-        tasks.append(_task(m.group(1), m.group(2) or 1.0, settings))
-    if not tasks:
-        raise ValueError("no task given")
-    return tasks
-
-
-def _task(name: str, weight: Any, settings: dict) -> TaskSpec:
-    try:
-        weight = float(weight)
-    except (TypeError, ValueError):
-        raise ValueError(f"weight of {name} must be a number, got {weight!r}") from None
-    if not (weight > 0 and np.isfinite(weight)):
-        raise ValueError(f"weight of {name} must be > 0, got {weight}")
-    return TaskSpec(name, weight, tuple(sorted(settings.items())))
-
-
-def validate_tasks(tasks: list[TaskSpec]) -> None:
-    """Check names against reasoning-gym's registry and settings against each
-    task's config; the ValueError names the task and what is allowed."""
-    from reasoning_gym.factory import DATASETS
-    seen = set()
-    for task in tasks:
-        if task.name not in DATASETS:
-            close = difflib.get_close_matches(task.name, DATASETS, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown reasoning-gym task {task.name!r}{hint} "
-                             f"({len(DATASETS)} tasks exist, e.g. {', '.join(PAPER_TASKS[:3])})")
-        key = (task.name, json.dumps(task.config, sort_keys=True))   # settings may hold lists
-        if key in seen:
-            raise ValueError(f"task {task.name} is listed twice with the same settings")
-        seen.add(key)
-        try:
-            ds = _dataset(*key, 0)
-        except Exception as exc:  # noqa: BLE001 - reasoning-gym raises many kinds
-            raise ValueError(f"settings {task.config} are not valid for task {task.name}: "
-                             f"{type(exc).__name__}: {exc}") from None
-        check_answers(task, ds)
-
-
-def check_answers(task: TaskSpec, ds, sample: int = ORACLE_SAMPLE) -> None:
-    """Refuse a task whose questions disagree with their own answers, on a sample: the
-    task's scorer must give its oracle answer full marks, and where the question's
-    metadata carries an arithmetic expression, its exact value must be the answer.
-    (reasoning-gym's basic_arithmetic with allow_parentheses=False writes "Calculate 4 / 1
-    / 7." with answer 8: its scorer only compares against that answer, so it cannot tell.)"""
-    wrong, checked = 0, 0
-    with isolated():
-        for index in range(min(sample, len(ds))):
-            entry = ds[index]
-            if entry.get("answer") is None:    # judged by meaning (propositional_logic)
-                continue
-            checked += 1
-            try:
-                ok = float(ds.score_answer(str(entry["answer"]), entry)) >= CORRECT
-            except Exception:  # noqa: BLE001 - a scorer that fails on its own answer
-                ok = False
-            expression = (entry.get("metadata") or {}).get("expression")
-            if ok and isinstance(expression, str):
-                try:
-                    value = arithmetic_value(expression)
-                    ok = value is None or value == _fraction(entry["answer"])
-                except ZeroDivisionError:      # an unanswerable question
-                    ok = False
-            wrong += not ok
-    if wrong:
-        setting = f" with settings {task.config}" if task.config else ""
-        raise ValueError(f"task {task.name}{setting} makes questions that disagree with their own "
-                         f"answers ({wrong} of {checked} checked); change its settings or leave it "
-                         "out of TASKS")
-
-
-_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-               ast.Div: operator.truediv}
-
-
-def _fraction(value) -> Optional[Fraction]:
-    try:
-        return Fraction(str(value).strip())
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def arithmetic_value(expression: str) -> Optional[Fraction]:
-    """The exact value of a plain arithmetic expression (numbers, + - * /, parentheses);
-    None when it is anything else; ZeroDivisionError when it divides by zero."""
-    if len(expression) > 500:
-        return None
-
-    def value(node):
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            return Fraction(str(node.value))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            inner = value(node.operand)
-            return -inner if isinstance(node.op, ast.USub) else inner
-        if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
-            return _ARITHMETIC[type(node.op)](value(node.left), value(node.right))
-        raise ValueError("not plain arithmetic")
-    try:
-        return value(ast.parse(expression.replace("×", "*").replace("÷", "/"), mode="eval").body)
-    except (ValueError, SyntaxError, RecursionError):
-        return None
-
-
-@functools.lru_cache(maxsize=256)
-def _dataset(name: str, config_json: str, seed: int):
-    import reasoning_gym
-    config = json.loads(config_json)
-    if "size" in config:
-        return reasoning_gym.create_dataset(name, seed=seed, **config)
-    try:
-        return reasoning_gym.create_dataset(name, seed=seed, size=DEFAULT_POOL_SIZE, **config)
-    except ValueError:  # some generators cannot make that many distinct questions
-        return reasoning_gym.create_dataset(name, seed=seed, size=DEFAULT_POOL_SIZE // 10, **config)
+def interleave(per_task: list[list[Question]]) -> list[Question]:
+    """Round-robin over the tasks, so that any prefix of the set is spread over them."""
+    out, k = [], 0
+    while any(k < len(qs) for qs in per_task):
+        out += [qs[k] for qs in per_task if k < len(qs)]
+        k += 1
+    return out
 
 
 # --- reasoning-gym ------------------------------------------------------------
@@ -325,27 +143,52 @@ class ReasoningGymSource:
                     break
                 except ValueError:           # a bad level: one below (level 0 was checked)
                     level = max(0, min(level - 1, self.top[task.name]))
-            for _ in range(100):             # never a question of the evaluation set
-                question = self._question(task, ds, int(rng.integers(0, len(ds))), level, self.seed)
-                if question.text not in self.held_out:
-                    break
-            questions.append(question)
+            questions.append(self._training_question(task, ds, level, rng))
         return questions
 
+    def _training_question(self, task: TaskSpec, ds, level: Optional[int], rng) -> Question:
+        """A random question of the pool that is not held out (eval_set leaves at least half
+        of a pool's distinct questions to training, so random tries find one at once)."""
+        start = int(rng.integers(0, len(ds)))
+        for k in range(len(ds)):
+            index = (start + k * 7919) % len(ds) if k < 100 else (start + k) % len(ds)
+            question = self._question(task, ds, index, level, self.seed)
+            if question.text not in self.held_out:
+                return question
+        raise ValueError(f"every question of {task.name} at level {level} is held out")
+
     def eval_set(self, count: int, seed: int) -> list[Question]:
-        """``count`` fixed questions spread evenly over the tasks (at least one each), from
-        pools seeded by ``seed`` at the evaluation difficulty; ``draw`` never returns them."""
+        """``count`` fixed, distinct questions spread evenly over the tasks (at least one
+        each), from pools seeded by ``seed`` at the evaluation difficulty, interleaved by task;
+        ``draw`` never returns them and ``regenerate`` refuses them. A level gives at most
+        half of the distinct questions it has (training keeps the rest); a task whose level is
+        too thin for its share takes the rest from the levels above (with the curriculum)."""
         per_task = [count // len(self.tasks) + (k < count % len(self.tasks))
                     for k in range(len(self.tasks))]
-        out = []
-        for task, n in zip(self.tasks, per_task):
-            level = min(self.eval_level, max_level(task.name)) if self.curriculum else None
-            ds = _dataset(task.name, self._config_json(self.settings(task, level)), seed)
-            rng = np.random.default_rng([seed, stable_int(task.name)])
-            picks = rng.choice(len(ds), size=min(max(n, 1), len(ds)), replace=False)
-            out += [self._question(task, ds, int(i), level, seed) for i in picks]
+        chosen = [self._held_out_of(task, max(n, 1), seed) for task, n in zip(self.tasks, per_task)]
+        out = interleave(chosen)
         self.held_out = {q.text for q in out}
         return out
+
+    def _held_out_of(self, task: TaskSpec, n: int, seed: int) -> list[Question]:
+        levels = (range(min(self.eval_level, self.top[task.name]), max_level(task.name) + 1)
+                  if self.curriculum else [None])
+        picked: list[Question] = []
+        below: set[str] = set()     # every question of the levels below: they keep theirs
+        for level in levels:
+            if len(picked) >= n:
+                break
+            ds = _dataset(task.name, self._config_json(self.settings(task, level)), seed)
+            rng = np.random.default_rng([seed, stable_int(task.name), level or 0])
+            fresh: dict[str, int] = {}
+            with isolated():
+                for index in rng.permutation(len(ds))[:EVAL_SCAN * n]:
+                    fresh.setdefault(ds[int(index)]["question"], int(index))
+            usable = [(t, i) for t, i in fresh.items() if t not in below]
+            for text, index in usable[:min(n - len(picked), len(fresh) // 2)]:
+                picked.append(self._question(task, ds, index, level, seed))
+            below |= set(fresh)
+        return picked
 
     def _question(self, task: TaskSpec, ds, index: int, level: Optional[int], seed: int) -> Question:
         with isolated():
@@ -355,9 +198,10 @@ class ReasoningGymSource:
         if level is not None:
             source["level"] = level
         answer = entry.get("answer")
+        check = {"task": task.name, "config": self.settings(task, level), "seed": seed,
+                 "index": index}
         return Question(text=entry["question"], source=source,
-                        answer=None if answer is None else str(answer),
-                        verify=lambda a, ds=ds, entry=entry: _score(ds, a, entry))
+                        answer=None if answer is None else str(answer), check=check)
 
     def regenerate(self, source: dict) -> Question:
         """The question a peer's metadata describes; InvalidSource if it is not
@@ -387,7 +231,10 @@ class ReasoningGymSource:
         index = source.get("index")
         if type(index) is not int or not 0 <= index < len(ds) or source.get("size") != len(ds):
             raise InvalidSource("question index out of range of the task's pool")
-        return self._question(task, ds, index, level, self.seed)
+        question = self._question(task, ds, index, level, self.seed)
+        if question.text in self.held_out:
+            raise InvalidSource("question is in the held-out evaluation set")
+        return question
 
 
 # --- a user's own question set -------------------------------------------------
@@ -445,12 +292,16 @@ class DatasetSource:
         return [self._question(rows[int(k)]) for k in rng.integers(0, len(rows), size=count)]
 
     def eval_set(self, count: int, seed: int) -> list[Question]:
-        """A fixed sample of rows (at most half the file) held out from training."""
+        """A fixed sample of rows with distinct questions (at most half of them) held out
+        from training: no draw returns them, ``regenerate`` refuses them."""
         rng = np.random.default_rng([seed, stable_int(self.digest)])
-        picks = rng.choice(len(self.questions), size=min(count, len(self.questions) // 2),
-                           replace=False)
-        self.held_out = {int(r) for r in picks}
-        return [self._question(int(r)) for r in sorted(self.held_out)]
+        first: dict[str, int] = {}
+        for row in rng.permutation(len(self.questions)):
+            first.setdefault(self.questions[int(row)], int(row))
+        rows = list(first.values())[:min(count, len(first) // 2)]
+        held = set(first) & {self.questions[r] for r in rows}
+        self.held_out = {r for r in range(len(self.questions)) if self.questions[r] in held}
+        return [self._question(r) for r in rows]
 
     def regenerate(self, source: dict) -> Question:
         if not isinstance(source, dict) or source.get("kind") != "dataset":
@@ -460,4 +311,6 @@ class DatasetSource:
         row = source.get("row")
         if type(row) is not int or not 0 <= row < len(self.questions):
             raise InvalidSource("dataset row out of range")
+        if row in self.held_out:
+            raise InvalidSource("question is in the held-out evaluation set")
         return self._question(row)

@@ -136,10 +136,21 @@ class GRPOTrainer:
 
     def encode_completion(self, text: str, ended: bool) -> list[int]:
         """A peer's decoded text as this node's tokens (capped at max_new_tokens)."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.config.max_new_tokens]
-        if ended and len(ids) < self.config.max_new_tokens:
+        return self.cut_completion(text, ended)[1]
+
+    def cut_completion(self, text: str, ended: bool) -> tuple[str, list[int], bool]:
+        """A peer's decoded text as this node trains on it: its first max_new_tokens tokens
+        (with this model's end of turn when it ended within them), the text those tokens
+        decode to, and whether it still ends. Scoring that text scores what is trained."""
+        limit = self.config.max_new_tokens
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= limit:
+            if len(ids) > limit:
+                text = self.tokenizer.decode(ids[:limit], skip_special_tokens=True)
+            return text, ids[:limit], False
+        if ended:
             ids.append(self.turn_end)          # how this model ends a turn (models.turn_end_id)
-        return ids
+        return text, ids, ended
 
     @torch.no_grad()
     def generate(self, prompts: list[str], num_generations: int, seed: int,

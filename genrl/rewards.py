@@ -1,26 +1,36 @@
-"""Rewards: turn any completion text into a number, never an exception.
+"""Answers and rewards: which answer a completion gives, and what a verifier's score is worth.
 
-A reward is correctness plus an optional format bonus. Completions come from our
-own sampler and, re-scored, from peers, so every function here treats its input
-as arbitrary text.
+Completions come from our own sampler and from peers, so every function here treats its
+input as hostile text, and every one runs in time linear in its length (a completion of
+32,000 characters built to make a regular expression backtrack costs milliseconds, not
+seconds: tests/test_rewards.py). No function here calls a verifier: genrl/scoring.py is the
+one door through which an answer reaches one.
 
-Correctness: the task verifier scores the extracted answer in [0, 1]. By default
-only a fully correct answer counts (1, else 0): reasoning-gym gives partial credit
-to some wrong answers (0.01-0.25, or len(oracle)/len(answer) for an answer that
-merely contains the right one), and GRPO's per-group normalisation would turn
-such crumbs into a full-size advantage (bench/rewards.py). ``partial_credit=True``
-keeps the verifier's raw score, as the SAPO paper's code does.
-
-Answer extraction: the content of the *last* ``<answer>...</answer>`` pair
-(nested or doubled tags flattened; an unclosed final ``<answer>`` counts up to the
-end of its line). When a completion has no tag at all (``fallback``):
-  * ``guarded`` (default): the last explicit statement ("the answer is X",
-    "Answer: X", "The answer to this problem is X", "the sum is X", ``\\boxed{X}``),
-    else a last line that restates the question and answers it ("The day of the week
-    for 09/20/22 is Sunday."), else what a last-line equation equals ("2 + 5 = 7"), else
-    a last line that is a bare value (a few words at most). Never an answer made only of
-    the question's own words: echoing the prompt, or any piece of it, earns nothing.
+Answer extraction: the content of the ``<answer>...</answer>`` pair (nested or doubled tags
+flattened; an unclosed final ``<answer>`` counts up to the end of its line). A completion
+that gives two different answers in tags gave none: it did not commit (tag spam: listing
+candidates in tags earns nothing). When a completion has no tag at all (``fallback``):
+  * ``guarded`` (default): the last explicit statement ("the answer is X", "Answer: X",
+    "The answer to this problem is X", "the sum is X", ``\\boxed{X}``), else a last line that
+    restates the question and answers it ("The day of the week for 09/20/22 is Sunday."),
+    else what a last-line equation equals ("2 + 5 = 7"), else a last line (or, for a task
+    whose answers are grids, the trailing block of lines) that fits the task's answer
+    grammar (genrl/grammars.py; for free text: a bare value of a few words at most).
   * ``none``: no tags, no answer (the paper's rule).
+
+An answer *restates* the question when it is a copy of a piece of the question holding more
+than one value ("5 - 3", "Monday, Tuesday", a premise): genrl/scoring.py pays such an answer
+no partial credit (a copy that merely contains the right answer earns no crumbs), while a
+fully correct answer is paid whatever it shares with the question ("4" for "8 - 4", "Friday"
+where the question lists the weekdays, a fraction already in lowest terms). (The rule this
+replaces refused any tagless answer whose every token occurred somewhere in the question: 24
+of 200 correct plain answers on chain_sum level 0 scored 0; now 0 of 200: bench/rewards.py.)
+
+Rewards: by default only a fully correct answer counts (1, else 0): reasoning-gym gives
+partial credit to some wrong answers (0.01-0.25, or len(oracle)/len(answer) for an answer
+that merely contains the right one), and GRPO's per-group normalisation would turn such
+crumbs into a full-size advantage (bench/rewards.py). ``partial_credit=True`` keeps the
+verifier's raw score, as the SAPO paper's code does.
 """
 
 from __future__ import annotations
@@ -30,24 +40,20 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-MAX_ANSWER_CHARS = 2_000  # verifiers see at most this much: bounds their run time
+MAX_ANSWER_CHARS = 32_000   # longest answer a verifier is shown (the sharing format's cap)
+LINE_CHARS = 2_000          # the fallback reads at most this much of a line (its end)
 FALLBACKS = ("guarded", "none")
-CORRECT = 1.0 - 1e-6       # a verifier score at or above this is a correct answer
-BARE_VALUE_WORDS = 4       # a tagless last line of at most this many words may be the answer
+CORRECT = 1.0 - 1e-6        # a verifier score at or above this is a correct answer
+BARE_VALUE_WORDS = 4        # a tagless last line of at most this many words may be the answer
 
-_PAIR_RE = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
-_OPEN_RE = re.compile(r"<answer>", re.I)
-_TAG_RE = re.compile(r"</?answer>", re.I)
+_TAG_RE = re.compile(r"<(/?)answer>", re.I)     # a literal: one pass, no backtracking
 # "the answer is X", "Answer: X", "The answer to this problem is X", "the sum is X"
 _SAYS_RE = re.compile(r"\b(?:answer|result|solution|sum|difference|product|quotient|total|value)"
                       r"\b[^.\n=:]{0,60}?(?:\b(?:is|was|equals)\b|=|:)\s*[:=]?\s*(.+)", re.I)
-_EQUATION_RE = re.compile(r"=\s*([^=]+?)\s*$")   # "2 + 5 = 7": what the last line equals
 # "The day of the week for 09/20/22 is Sunday.": the question restated, then the answer
 _RESTATED_RE = re.compile(r"^(.+)\s(?:is|was|equals)\s+(.+)$", re.I)
 RESTATED_SHARE = 0.6     # of the subject's words and numbers that must come from the question
 _BOXED_RE = re.compile(r"\\boxed\{([^{}]*)\}")
-_FORMAT_RE = re.compile(r"^\s*(?:<think>.*?</think>\s*)?(?:[^<]*?)<answer>\s*\S.*?</answer>\s*$",
-                        re.S | re.I)
 _TOKEN_RE = re.compile(r"[-+]?\d+(?:[.,/]\d+)*|\w+|[^\w\s]")   # "-4" is one token, "- 4" two
 
 
@@ -72,40 +78,53 @@ def _clean(answer: str) -> Optional[str]:
             answer = answer[:-1]
         if answer == before:
             break
-    return answer.strip()[:MAX_ANSWER_CHARS] or None
+    answer = answer.strip()
+    return answer if answer and len(answer) <= MAX_ANSWER_CHARS else None
+
+
+def tagged_answers(text: str) -> Optional[list[str]]:
+    """Every answer given in tags, in order (empty ones left out), or None when the text has
+    no ``<answer>``. A closing tag pairs with the nearest opening one after the previous
+    pair; an opening tag after the last pair, never closed, counts to the end of its line."""
+    tags = [(m.start(), m.end(), bool(m.group(1))) for m in _TAG_RE.finditer(text)]
+    if not any(not closing for _, _, closing in tags):
+        return None
+    answers, open_end = [], None
+    for start, end, closing in tags:
+        if not closing:
+            open_end = end
+        elif open_end is not None:
+            answers.append(text[open_end:start])
+            open_end = None
+    if open_end is not None:
+        answers.append(text[open_end:].lstrip().split("\n", 1)[0])
+    return [a for a in (_clean(a) for a in answers) if a is not None]
 
 
 def tagged_answer(text: str) -> Optional[str]:
-    """The last answer given in tags, or None when the text has no ``<answer>``."""
-    pairs = list(_PAIR_RE.finditer(text))
-    opens = list(_OPEN_RE.finditer(text))
-    if not opens:
+    """The answer given in tags; None when there is none, or when two differ (no commitment)."""
+    answers = tagged_answers(text)
+    if not answers or len(set(answers)) > 1:
         return None
-    last_open = opens[-1]
-    if not pairs or last_open.start() >= pairs[-1].end():
-        # an <answer> after the last complete pair, never closed: up to the end of its line
-        tail = text[last_open.end():].lstrip()
-        return _clean(tail.split("\n", 1)[0]) if tail else None
-    return _clean(pairs[-1].group(1))
+    return answers[-1]
 
 
 def _tokens(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower())
 
 
-def _flatten(question: str) -> str:
-    """The question lower-cased on one line, for finding an answer's pieces in it."""
-    return " ".join(question.lower().split())
+def _flatten(text: str) -> str:
+    """Lower-cased on one line, for finding an answer's pieces in the question."""
+    return " ".join(text.lower().split())
 
 
-def echoes(answer: str, question: str) -> bool:
-    """True when ``answer`` could have been pieced together from ``question``: every one
-    of its words, numbers and symbols appears in it (whole or as part of a longer one,
-    since a copy may start mid-word)."""
+def restates(answer: str, question: str) -> bool:
+    """True when ``answer`` copies a piece of ``question`` that holds more than one value
+    (words and numbers; symbols alone are not values): it commits to no value of its own."""
     if not question:
         return False
-    flat = _flatten(question)
-    return all(token in flat for token in _tokens(answer))
+    values = [t for t in _tokens(answer) if t[-1].isalnum()]
+    return len(values) > 1 and _flatten(answer) in _flatten(question)
 
 
 def value_like(text: str) -> bool:
@@ -131,97 +150,104 @@ def restated_answer(line: str, question: str) -> Optional[str]:
     return answer if answer is not None and value_like(answer) else None
 
 
-def fallback_answer(text: str, question: str = "") -> Optional[str]:
-    """The answer a tagless completion states (see the module doc, ``guarded``)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+def fallback_answer(text: str, question: str = "", fits: Optional[Callable[[str], bool]] = None,
+                    row: Optional[Callable[[str], bool]] = None) -> Optional[str]:
+    """The answer a tagless completion states (the module doc, ``guarded``). ``fits``: the
+    task's grammar (a bare last line must fit it; default: a bare value of a few words);
+    ``row``: for grid answers, what one line of the grid looks like."""
+    lines = [line.strip()[-LINE_CHARS:] for line in text.splitlines() if line.strip()]
     if not lines:
         return None
-    found = None
-    for k, line in enumerate(reversed(lines)):    # the last line, else the last statement
+    if row is not None:           # a trailing block of grid rows is the answer
+        block = []
+        for line in reversed(lines):
+            if not row(line):
+                break
+            block.append(line)
+        if block:
+            return "\n".join(reversed(block))
+    fits = fits or value_like
+    for k, line in enumerate(reversed(lines[-64:])):   # the last line, else the last statement
         said = _BOXED_RE.findall(line) or _SAYS_RE.findall(line)
         if said:
-            found = _clean(said[-1])
-            break
+            return _clean(said[-1])
         if k == 0:
             found = restated_answer(line, question)
             if found is not None:
-                break
-            equation = _EQUATION_RE.search(line)
-            last = _clean(equation.group(1) if equation else line)
-            if last is not None and value_like(last):
-                found = last
-                break
-    if found is None or echoes(found, question):
-        return None
-    return found
+                return found
+            _, equals, tail = line.rpartition("=")
+            last = _clean(tail) if equals and tail.strip() else _clean(line)
+            if last is not None and fits(last):
+                return last
+    return None
 
 
-def extract_answer(text: str, fallback: str = "guarded", question: str = "") -> Optional[str]:
-    """The answer a completion gives, or None when it gives none. ``question`` (its
-    text) lets the fallback refuse answers copied from it."""
+def extract_answer(text: str, fallback: str = "guarded", question: str = "",
+                   fits: Optional[Callable[[str], bool]] = None,
+                   row: Optional[Callable[[str], bool]] = None) -> Optional[str]:
+    """The answer a completion gives, or None when it gives none. A completion with an
+    ``<answer>`` tag is read by its tags alone."""
     if not isinstance(text, str):
         return None
-    tagged = tagged_answer(text)
-    if tagged is not None or _OPEN_RE.search(text):
-        return tagged
-    return fallback_answer(text, question if isinstance(question, str) else "") \
-        if fallback == "guarded" else None
+    answers = tagged_answers(text)
+    if answers is not None:
+        return answers[-1] if answers and len(set(answers)) == 1 else None
+    if fallback != "guarded":
+        return None
+    return fallback_answer(text, question if isinstance(question, str) else "", fits, row)
 
 
 def format_reward(text: str) -> float:
-    """1.0 when the completion is (optional <think>) reasoning ending in one
+    """1.0 when the completion is (optional <think>...</think>) reasoning ending in one
     non-empty <answer>...</answer> block and nothing after it; else 0.0."""
-    if not isinstance(text, str) or text.lower().count("<answer>") != 1:
+    if not isinstance(text, str):
         return 0.0
-    return 1.0 if _FORMAT_RE.match(text) else 0.0
+    tags = list(_TAG_RE.finditer(text))
+    if len(tags) != 2 or tags[0].group(1) or not tags[1].group(1):
+        return 0.0
+    if text[tags[1].end():].strip() or not text[tags[0].end():tags[1].start()].strip():
+        return 0.0
+    before = text[:tags[0].start()].lstrip()
+    if before[:7].lower() == "<think>":
+        end = before.lower().rfind("</think>")
+        if end < 0:
+            return 0.0
+        before = before[end + len("</think>"):]
+    return 0.0 if "<" in before else 1.0
 
 
 def safe_score(verify: Callable[[Optional[str]], float], answer: Optional[str]) -> float:
-    """Call a verifier; any exception, NaN or out-of-range value becomes a
-    number in [0, 1]. Verifiers are third-party code fed untrusted text."""
+    """Call a trusted in-process verifier (this project's own: exact or numeric match); any
+    exception, NaN or out-of-range value becomes a number in [0, 1]."""
     try:
-        value = float(verify(answer))
+        return clamp_score(float(verify(answer)))
     except Exception:  # noqa: BLE001 - a verifier bug must not stop training
         return 0.0
-    if math.isnan(value):
+
+
+def clamp_score(value: float) -> float:
+    if not isinstance(value, float) or math.isnan(value):
         return 0.0
     return min(1.0, max(0.0, value))
-
-
-def completion_reward(text: str, verify: Callable[[Optional[str]], float], *, question: str = "",
-                      format_weight: float = 0.0, fallback: str = "guarded",
-                      partial_credit: bool = False) -> float:
-    """The reward of one completion: correctness + format_weight * format. No answer
-    scores 0 without asking the verifier (some pay crumbs for nothing: reasoning-gym's
-    fraction_simplification gives 0.01 to an empty answer)."""
-    answer = extract_answer(text, fallback, question)
-    score = 0.0 if answer is None else safe_score(verify, answer)
-    reward = score if partial_credit else float(score >= CORRECT)
-    if format_weight:
-        reward += format_weight * format_reward(text)
-    return reward
 
 
 @dataclass(frozen=True)
 class RewardRule:
     """How a node scores completions (shared settings: every node of a swarm agrees).
-    Called as ``rule(text, question)`` with a genrl.data.Question."""
+    genrl/scoring.py applies it."""
     fallback: str = "guarded"
     partial_credit: bool = False
     format_weight: float = 0.0
 
-    def __call__(self, text: str, question) -> float:
-        return completion_reward(text, question.verify, question=question.text,
-                                 format_weight=self.format_weight, fallback=self.fallback,
-                                 partial_credit=self.partial_credit)
-
-    def correct(self, text: str, question) -> bool:
-        """Whether the answer is right (format and partial credit aside): evaluation."""
-        answer = extract_answer(text, self.fallback, question.text)
-        return answer is not None and safe_score(question.verify, answer) >= CORRECT
+    def reward(self, score: float, text: str) -> float:
+        """A completion's reward from its verifier score (0 when it gave no usable answer)."""
+        reward = score if self.partial_credit else float(score >= CORRECT)
+        if self.format_weight:
+            reward += self.format_weight * format_reward(text)
+        return reward
 
 
-# --- verifiers for a user's own question set -------------------------------
+# --- verifiers for a user's own question set (trusted code: they run in-process) ------
 
 _NUMBER_RE = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?$")
 
@@ -239,7 +265,7 @@ def parse_number(text: str) -> Optional[float]:
         num, _, den = cleaned.partition("/")
         a, b = parse_number(num), parse_number(den)
         return a / b if a is not None and b not in (None, 0.0) else None
-    if not _NUMBER_RE.match(cleaned):
+    if len(cleaned) > 400 or not _NUMBER_RE.match(cleaned):
         return None
     value = float(cleaned)
     return value if math.isfinite(value) else None

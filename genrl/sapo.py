@@ -3,11 +3,13 @@
 Each round a node trains on its I local groups plus up to J external groups.
 External groups are untrusted. ``ExternalSelector`` judges them one at a time:
 it regenerates the question from the group's task metadata and rejects a group
-whose text does not match, skips the node's own groups, duplicates and any group
-it has trained on before (by content, so an echo of an old group is caught too),
-re-scores every completion with the node's own reward rule, and keeps the group
-only if its rewards differ (a group whose G rewards are equal has no GRPO
-advantage). The exchange (rgym_exp/exchange.py) feeds it groups as it reads
+whose text does not match or whose question is held out for evaluation, skips the
+node's own groups, duplicates and any group it has trained on before (by content,
+so an echo of an old group is caught too), cuts every completion to the tokens this
+node would train on (``cut``: at most MAX_NEW_TOKENS of its own tokenizer's), re-scores
+what is left through the node's Scorer (genrl/scoring.py), and keeps the group only if
+its rewards differ (a group whose G rewards are equal has no GRPO advantage). What is
+scored is exactly what is trained: a peer's text past the cut can earn nothing. The exchange (rgym_exp/exchange.py) feeds it groups as it reads
 peers' files and stops at J; ``select_external`` does the same for a pool
 already in memory, sampling J uniformly from the usable groups. J = 0 is plain
 GRPO.
@@ -25,6 +27,7 @@ import numpy as np
 
 from genrl.data import InvalidSource, Question
 from genrl.rollouts import RolloutGroup
+from genrl.scoring import Scorer
 
 
 @dataclass
@@ -36,16 +39,18 @@ class ScoredGroup:
     ended: list[bool]
     origin: str                                     # node id that generated it
     round: int
-    token_ids: Optional[list[list[int]]] = None     # sampled ids (local groups only)
+    token_ids: Optional[list[list[int]]] = None     # the ids trained on (sampled, or cut)
     prompt: str = ""                                # this node's prompt (local groups)
+    correct: list[bool] = field(default_factory=list)   # fully correct, per completion
+    key: str = ""                                   # identity of the group as it was sent
+
+    def __post_init__(self):
+        if not self.key:
+            self.key = group_key(self.question.source, self.completions)
 
     @property
     def has_signal(self) -> bool:
         return has_signal(self.rewards)
-
-    @property
-    def key(self) -> str:
-        return group_key(self.question.source, self.completions)
 
 
 def has_signal(rewards: list[float]) -> bool:
@@ -59,26 +64,34 @@ def group_key(source: dict, completions: list[str]) -> str:
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
-RewardFn = Callable[[str, Question], float]
+# a peer's completion as this node trains on it: (text the kept tokens decode to, ids, ended)
+Cut = Callable[[str, bool], tuple[str, Optional[list[int]], bool]]
 
 
-def rescore(group: RolloutGroup, source, reward_fn: RewardFn) -> ScoredGroup:
-    """Re-score a peer's group with the local verifier; InvalidSource if its
-    metadata does not describe the question it carries."""
+def rescore(group: RolloutGroup, source, scorer: Scorer, cut: Optional[Cut] = None) -> ScoredGroup:
+    """Re-score a peer's group with the local verifier, on what this node would train on;
+    InvalidSource if its metadata does not describe the question it carries."""
     question = source.regenerate(group.source)
     if question.text != group.question:
         raise InvalidSource("question text does not match its metadata")
-    rewards = [reward_fn(text, question) for text in group.completions]
-    return ScoredGroup(question=question, completions=list(group.completions), rewards=rewards,
-                       ended=list(group.ended), origin=group.node_id, round=group.round)
+    texts, ids, ended = list(group.completions), None, list(group.ended)
+    if cut is not None:
+        kept = [cut(text, end) for text, end in zip(texts, ended)]
+        texts, ids, ended = [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]
+    verdicts = scorer.score(question, texts)
+    return ScoredGroup(question=question, completions=texts, rewards=[v.reward for v in verdicts],
+                       ended=ended, origin=group.node_id, round=group.round, token_ids=ids,
+                       correct=[v.correct for v in verdicts],
+                       key=group_key(group.source, group.completions))
 
 
 @dataclass
 class ExternalSelector:
     """Judges peer groups for one node; remembers what the node trained on."""
     source: object
-    reward_fn: RewardFn
+    scorer: Scorer
     own_node: str = ""
+    cut: Optional[Cut] = None                         # set once the node's tokenizer is loaded
     used: dict = field(default_factory=dict)          # group key -> round it was generated in
     considered: int = 0
     zero_advantage: int = 0
@@ -106,7 +119,7 @@ class ExternalSelector:
             self.used_before += 1
             return None
         try:
-            scored = rescore(group, self.source, self.reward_fn)
+            scored = rescore(group, self.source, self.scorer, self.cut)
         except InvalidSource as exc:
             self.rejected[str(exc)] += 1
             return None
@@ -136,7 +149,7 @@ class ExternalPick:
 
 
 def select_external(candidates: list[RolloutGroup], num_external: int, source,
-                    reward_fn: RewardFn, rng: np.random.Generator,
+                    scorer: Scorer, rng: np.random.Generator,
                     exclude_node: Optional[str] = None,
                     selector: Optional[ExternalSelector] = None) -> ExternalPick:
     """Choose up to ``num_external`` groups uniformly from the usable candidates of a
@@ -144,7 +157,7 @@ def select_external(candidates: list[RolloutGroup], num_external: int, source,
     pick = ExternalPick(groups=[])
     if num_external <= 0:
         return pick
-    judge = selector or ExternalSelector(source, reward_fn, exclude_node or "")
+    judge = selector or ExternalSelector(source, scorer, exclude_node or "")
     judge.start_round()
     usable = [g for g in (judge.consider(c) for c in candidates) if g is not None]
     pick.considered, pick.zero_advantage = judge.considered, judge.zero_advantage

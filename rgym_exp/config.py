@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from genrl.tasks import DEFAULT_TASKS
 from rgym_exp.drive.backends import check_location
 from rgym_exp.drive.faults import parse_faults
 from rgym_exp.drive.layout import check_name
@@ -124,8 +125,10 @@ class Config:
     GRADIENT_CHECKPOINTING: bool = setting(False, "recompute activations during backward: much "
                                            "less memory for about a third more compute")
     MAX_GRAD_NORM: float = setting(1.0, "gradient clipping norm", min=0.0001)
-    TASKS: str = setting("", "reasoning-gym task mix, e.g. basic_arithmetic:2{min_terms=2},"
-                         "chain_sum; default: the paper's nine tasks, weight 1", shared=True)
+    TASKS: str = setting(DEFAULT_TASKS, "reasoning-gym task mix, e.g. basic_arithmetic:2"
+                         "{min_terms=2},chain_sum; paper: the SAPO paper's nine tasks, weight 1; "
+                         "the default adds chain_sum as a warm-up task (empty: the default)",
+                         shared=True)
     DATASET_PATH: str = setting("", "use your own questions: a .jsonl/.csv/.parquet file with "
                                 "question and answer columns (replaces TASKS)", shared=True)
     DATASET_MATCH: str = setting("auto", "how DATASET_PATH answers are scored",
@@ -148,10 +151,19 @@ class Config:
                                shared=True)
     EVAL_INTERVAL: int = setting(10, "held-out evaluation every this many rounds and before the "
                                  "first update (greedy, fixed questions no node trains on); 0: "
-                                 "never; 10 keeps it under a fifth of the main job's rounds "
-                                 "(36 questions: 61 s, rounds 18-48 s)", min=0)
-    EVAL_QUESTIONS: int = setting(36, "questions in the evaluation set, spread evenly over the "
-                                  "tasks", min=1, max=4096, shared=True)
+                                 "never; "
+                                 "(a CPU node's 50 questions took 340 s against rounds of 56-170 s, both workers on a "
+                                 "busy 2-core machine)", min=0)
+    EVAL_QUESTIONS: int = setting(500, "distinct questions held out for evaluation, spread "
+                                  "evenly over the tasks (a level gives at most half of its "
+                                  "questions; thin tasks take more levels): no node trains on them, "
+                                  "peers' groups of them are refused; 500 sees a 5-point effect "
+                                  "between two runs paired by question", min=1, max=4096,
+                                  shared=True)
+    EVAL_SAMPLE: int = setting(0, "questions of the held-out set one evaluation answers: its "
+                               "first N, spread over the tasks (each node's own choice); 0: all "
+                               "EVAL_QUESTIONS on a GPU, the first 50 on a CPU (50 took 340 s "
+                               "there; the time grows with the count)", min=0, max=4096)
     EVAL_LEVEL: int = setting(0, "curriculum level of the evaluation questions (with CURRICULUM; "
                               "it never follows the training level)", min=0, max=100, shared=True)
     GENERATION_BATCH_SIZE: int = setting(0, "questions per generate call; 0: all I at once",

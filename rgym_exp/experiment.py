@@ -20,7 +20,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from genrl.data import PAPER_TASKS, DatasetSource, ReasoningGymSource, TaskSpec, parse_tasks
+from genrl.data import DatasetSource, ReasoningGymSource, parse_tasks
+from genrl.tasks import DEFAULT_TASKS
 from rgym_exp.config import Config, ConfigError
 from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.backends import open_store
@@ -41,7 +42,7 @@ def question_source(config: Config):
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     try:
-        tasks = parse_tasks(config.TASKS) if config.TASKS.strip() else [TaskSpec(t) for t in PAPER_TASKS]
+        tasks = parse_tasks(config.TASKS.strip() or DEFAULT_TASKS)
         return ReasoningGymSource(tasks, config.SEED, curriculum=config.CURRICULUM,
                                   eval_level=config.EVAL_LEVEL)
     except ValueError as exc:

@@ -40,6 +40,7 @@ from genrl.models import build_prompt, load_policy
 from genrl.rewards import RewardRule
 from genrl.rollouts import RolloutGroup
 from genrl.sapo import ExternalSelector, ScoredGroup
+from genrl.scoring import Scorer
 from rgym_exp.checkpoints import CheckpointManager
 from rgym_exp.config import Config
 from rgym_exp.exchange import RolloutExchange
@@ -63,6 +64,8 @@ def grpo_config(cfg: Config) -> GRPOConfig:
                       max_grad_norm=cfg.MAX_GRAD_NORM)
 
 
+CPU_EVAL_SAMPLE = 50   # held-out questions a CPU node answers by default (EVAL_SAMPLE)
+
 @dataclass
 class Prepared:
     """A round's work before its exchange: the evaluation's metrics and the local groups,
@@ -82,9 +85,9 @@ class Worker:
         self.node = config.NODE_ID
         self.source = question_source(config)
         self.exchange = RolloutExchange(experiment, self.node)
-        self.reward = RewardRule(config.ANSWER_FALLBACK, config.PARTIAL_CREDIT,
-                                 config.FORMAT_REWARD_WEIGHT)
-        self.selector = ExternalSelector(self.source, self.reward, self.node)
+        self.scorer = Scorer(RewardRule(config.ANSWER_FALLBACK, config.PARTIAL_CREDIT,
+                                        config.FORMAT_REWARD_WEIGHT))
+        self.selector = ExternalSelector(self.source, self.scorer, self.node)
         self.tracker = StateTracker(experiment.reader, experiment.layout.state_file)
         self.heartbeat = Heartbeat(experiment, self.node, "worker", config.HEARTBEAT_INTERVAL,
                                    waiter, model=config.MODEL_NAME)
@@ -97,8 +100,9 @@ class Worker:
         if self.curriculum is not None:       # peers' groups tell where the swarm finds signal
             self.selector.on_scored = lambda g: self.curriculum.observe(
                 g.question.source.get("task"), g.question.source.get("level"), g.has_signal)
-        self.eval_set = EvalSet(self.source.eval_set(config.EVAL_QUESTIONS, EVAL_SEED)) \
-            if config.EVAL_INTERVAL else None      # also keeps these questions out of training
+        # held out whether or not this node evaluates: never drawn, refused from peers
+        self.held_out = self.source.eval_set(config.EVAL_QUESTIONS, EVAL_SEED)
+        self.eval_set = None                        # chosen once the device is known (setup)
         self.evaluated = False                      # this process has not evaluated yet
         self.takehome = TakeHome(config, experiment, self.heartbeat, os.path.dirname(logs.local))
 
@@ -109,6 +113,7 @@ class Worker:
         self.heartbeat.update(phase="waiting for experiment.json")
         info = self.exp.wait_and_check(self.source, self.waiter)
         self.logs.bind(info.instance_id)
+        self.scorer.warm()                        # the verifier processes start meanwhile
         self.heartbeat.update(phase="loading model")
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()  # per-tensor loading bars do not belong in log files
@@ -118,6 +123,8 @@ class Worker:
         log.info("model %s loaded in %.0fs on %s (compute %s)", policy.description,
                  time.perf_counter() - t0, policy.device, str(policy.compute_dtype).split(".")[-1])
         self.trainer = GRPOTrainer(policy, grpo_config(cfg))
+        self.selector.cut = self.trainer.cut_completion   # peers' text scored as trained on
+        self.eval_set = self._eval_set(policy.device)
         staging = os.path.join(os.path.dirname(self.logs.local), "checkpoint-staging")
         self.checkpoints = CheckpointManager(self.exp, self.node, staging, cfg.CHECKPOINT_KEEP,
                                              cfg.CHECKPOINT_MODE, cfg.CHECKPOINT_INTERVAL,
@@ -129,6 +136,20 @@ class Worker:
                 self.curriculum.restore(state["curriculum"])
         self.takehome.start(self.trainer)       # trackers, Hub write check, credit tally
         self.logs.event("started", model=policy.description, resumed_round=self.last_done)
+
+    def _eval_set(self, device) -> Optional[EvalSet]:
+        """The held-out questions this node answers: EVAL_SAMPLE of them, or by default all
+        on an accelerator and the first CPU_EVAL_SAMPLE (spread over the tasks) on a CPU,
+        where 50 took 340 s on a busy machine and the time grows with the count."""
+        if not self.cfg.EVAL_INTERVAL:
+            return None
+        n = self.cfg.EVAL_SAMPLE or (CPU_EVAL_SAMPLE if str(device) == "cpu" else len(self.held_out))
+        if n < len(self.held_out):
+            log.info("evaluating the first %d of the %d held-out questions%s", n,
+                     len(self.held_out), "" if self.cfg.EVAL_SAMPLE else
+                     f" (the CPU default; EVAL_SAMPLE={len(self.held_out)} answers them all, "
+                     "for a comparison that can see a 5-point effect)")
+        return EvalSet(self.held_out[:n])
 
     def save_checkpoint(self) -> None:
         self.heartbeat.update(phase="saving checkpoint")
@@ -220,6 +241,10 @@ class Worker:
         metrics = {"round": R, "node_id": self.node, **prepared.metrics}
         metrics.update(round_metrics(local, gathered, self.selector, R))
         metrics.update(self._update_curriculum(R, local))
+        scoring, failures = self.scorer.take_round()
+        metrics.update(scoring)
+        if failures:
+            log.warning("round %d: %s", R, failures)
         ahead_s = prepared.seconds if prepared.ahead else 0.0   # else inside t_round already
         metrics.update({"time/generate_s": t_generate, "time/gather_s": t_gather, **train,
                         "time/ahead_s": ahead_s,
@@ -249,15 +274,13 @@ class Worker:
         n = len(self.eval_set.questions)
         steps = -(-n // EVAL_BATCH) * self.cfg.MAX_NEW_TOKENS
         with progress(steps, f"round {R} evaluating", "steps") as bar:
-            out = evaluate(self.trainer, self.eval_set, self.reward, build_prompt,
+            out = evaluate(self.trainer, self.eval_set, self.scorer, build_prompt,
                            on_token=lambda: bar.update(1))
         self.evaluated = True
         self.heartbeat.update(last_eval=out["eval/accuracy"])
-        per_task = ", ".join(f"{k[5:]} {v:.2f}" for k, v in out.items()
-                             if k.startswith("eval/") and k not in ("eval/accuracy",
-                                                                     "eval/questions"))
-        log.info("round %d: held-out accuracy %.3f on %d questions in %.0fs (%s)", R,
-                 out["eval/accuracy"], n, out["time/eval_s"], per_task)
+        per_task = ", ".join(f"{task} {out['eval/' + task]:.2f}" for task in self.eval_set.tasks)
+        log.info("round %d: held-out accuracy %.3f ± %.3f on %d questions in %.0fs (%s)", R,
+                 out["eval/accuracy"], out["eval/stderr"], n, out["time/eval_s"], per_task)
         return out
 
     def _update_curriculum(self, R: int, local: list[ScoredGroup]) -> dict:
@@ -265,9 +288,8 @@ class Worker:
         if self.curriculum is None:
             return {}
         for g in local:
-            task = g.question.source.get("task")
-            correct = sum(self.reward.correct(t, g.question) for t in g.completions)
-            self.curriculum.record(task, correct, len(g.completions), g.has_signal)
+            self.curriculum.record(g.question.source.get("task"), sum(g.correct),
+                                   len(g.completions), g.has_signal)
         for task, top in self.source.top.items():   # levels found unusable stay out of reach
             self.curriculum.cap(task, top)
         for task, (old, new, rate) in self.curriculum.update().items():
@@ -310,10 +332,7 @@ class Worker:
                 made = self.trainer.generate(prompts, G,
                                              seed=stable_int(f"{cfg.SEED}/{self.node}/{R}/{k}") % 2**62,
                                              on_token=lambda: bar.update(1))
-                new = [ScoredGroup(q, [c.text for c in comps], [self.reward(c.text, q) for c in comps],
-                                   [c.ended for c in comps], self.node, R, [c.ids for c in comps],
-                                   prompt)
-                       for q, prompt, comps in zip(batch, prompts, made)]
+                new = [self._scored(q, prompt, comps, R) for q, prompt, comps in zip(batch, prompts, made)]
                 local += new
                 if chunked:
                     publish_or_hold(k, new)
@@ -325,6 +344,14 @@ class Worker:
                  sum(g.has_signal for g in local), len(local),
                  "published" if publish else "held until the round opens")
         return local, seconds, held
+
+    def _scored(self, question, prompt: str, completions, R: int) -> ScoredGroup:
+        """A local group, scored: each completion is the sampler's ids (at most
+        MAX_NEW_TOKENS) and the text they decode to, so what is scored is what is trained."""
+        verdicts = self.scorer.score(question, [c.text for c in completions])
+        return ScoredGroup(question, [c.text for c in completions], [v.reward for v in verdicts],
+                           [c.ended for c in completions], self.node, R,
+                           [c.ids for c in completions], prompt, [v.correct for v in verdicts])
 
     def _gather(self, R: int, t_generate: float):
         """Peer groups chosen for this round (rgym_exp/exchange.py), and the seconds it took."""
@@ -352,7 +379,8 @@ class Worker:
         tr = self.trainer
         groups = [TrainGroup(tr.encode_prompt(g.prompt), g.token_ids, g.rewards) for g in local]
         groups += [TrainGroup(tr.encode_prompt(build_prompt(tr.tokenizer, g.question.text)),
-                              [tr.encode_completion(t, e) for t, e in zip(g.completions, g.ended)],
+                              g.token_ids or [tr.encode_completion(t, e)
+                                              for t, e in zip(g.completions, g.ended)],
                               g.rewards) for g in external]
 
         with progress(1, f"round {R} training", "micro-batches") as bar:

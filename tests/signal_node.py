@@ -7,7 +7,7 @@ with the real reward no group has signal and no node ever trains on a peer's gro
 this one about half the completions score, peers' groups are usable, and what depends on
 sharing (credit for the groups others used: rgym_exp/credit.py) has something to count.
 Every node of such a swarm must run this module: a peer re-scores each group it reads,
-with its own rule. Held-out evaluation (``RewardRule.correct``) stays the real one.
+with its own rule. Held-out evaluation (a verifier's ``correct``) stays the real one.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 
 def main() -> int:
     from genrl.rewards import RewardRule
-    RewardRule.__call__ = lambda self, text, question: float(len(text) % 2 == 0)
+    RewardRule.reward = lambda self, score, text: float(len(text) % 2 == 0)
     from rgym_exp.runner.swarm_launcher import main as launch
     return launch([])
 

@@ -222,3 +222,13 @@ def test_one_worker_may_push_to_a_plain_repository_and_node_fills_in_the_node_id
     assert load_config(env(tmp_path, HUB_REPO_ID="user/swarm", NODE_ROLE="worker"))[0]
     cfg, _ = load_config(env(tmp_path, HUB_REPO_ID="user/swarm-{node}", NODE_ID="my-laptop"))
     assert cfg.HUB_REPO_ID == "user/swarm-{node}"
+
+
+def test_the_default_mix_is_the_paper_s_nine_and_a_chain_sum_warm_up_and_paper_is_the_nine(tmp_path):
+    from genrl.tasks import PAPER_TASKS
+    from rgym_exp.experiment import question_source
+    names = lambda extra: [t.name for t in question_source(load_config({**env(tmp_path), **extra})[0]).tasks]
+    assert names({}) == list(PAPER_TASKS) + ["chain_sum"]
+    assert names({"TASKS": ""}) == names({})              # empty: the default
+    assert names({"TASKS": "paper"}) == list(PAPER_TASKS)
+    assert len(PAPER_TASKS) == 9

@@ -97,9 +97,10 @@ def test_the_evaluation_set_is_fixed_spread_over_tasks_and_never_drawn_for_train
     b = ReasoningGymSource(parse_tasks(small), seed=2, curriculum=True, eval_level=1)
     held = a.eval_set(10, seed=1)          # the very pool training draws from: a worst case
     assert [q.text for q in held] == [q.text for q in b.eval_set(10, seed=1)]   # any SEED
-    assert [q.source["task"] for q in held] == ["chain_sum"] * 5 + ["basic_arithmetic"] * 5
+    assert [q.source["task"] for q in held] == ["chain_sum", "basic_arithmetic"] * 5  # interleaved
+    assert len(texts_of := {q.text for q in held}) == 10                                # distinct
     assert {q.source["level"] for q in held} == {1}      # fixed, whatever training's level
-    texts = {q.text for q in held}
+    texts = texts_of
     drawn = [q.text for r in range(60) for q in a.draw("n1", r, 4, levels={"chain_sum": 1,
                                                                        "basic_arithmetic": 1})]
     assert not texts & set(drawn)                         # 240 draws from pools of 40

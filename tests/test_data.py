@@ -6,6 +6,7 @@ import pytest
 
 from genrl.data import (DatasetSource, InvalidSource, PAPER_TASKS, ReasoningGymSource, TaskSpec,
                         parse_tasks, validate_tasks)
+from genrl.scoring import Scorer
 
 
 def test_parse_tasks_accepts_names_weights_and_settings():
@@ -73,8 +74,8 @@ def test_any_node_regenerates_a_question_and_its_answer_from_metadata():
     for q in theirs.draw("peer", 3, 4):
         source = json.loads(json.dumps(q.source))          # as it travels
         again = mine.regenerate(source)
-        assert (again.text, again.answer) == (q.text, q.answer)
-        assert again.verify(q.answer) == 1.0
+        assert (again.text, again.answer) == (q.text, q.answer) and again.check == q.check
+        assert Scorer().score(again, [f"<answer>{q.answer}</answer>"])[0].correct
 
 
 def test_a_setting_that_is_a_list_works_and_travels():

@@ -13,6 +13,7 @@ from genrl.data import ReasoningGymSource, parse_tasks
 from genrl.rewards import RewardRule
 from genrl.rollouts import RolloutGroup, encode_rollouts
 from genrl.sapo import ExternalSelector, group_key
+from genrl.scoring import Scorer
 from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.store import FolderStore
 from rgym_exp.exchange import READ_BUDGET_PER_GROUP, RolloutExchange
@@ -21,7 +22,7 @@ from tests.signing import node_exp, register, signer, write_as
 
 SOURCE = ReasoningGymSource(parse_tasks("chain_sum{min_terms=2;max_terms=2;min_digits=1;max_digits=2}"),
                             seed=3)
-RULE = RewardRule()
+RULE = Scorer(RewardRule())
 J = 4
 
 
@@ -73,7 +74,7 @@ def group(node, r, k, right=0, claim=None, g=8):
 
 def publish(exp, node, r, groups, lag=0.0, claim=None):
     """What a peer's RolloutExchange.publish writes (optionally with a lie in the name)."""
-    signal = sum(len(set(RULE(t, SOURCE.regenerate(g.source)) for t in g.completions)) > 1
+    signal = sum(len(set(RULE.rewards(SOURCE.regenerate(g.source), g.completions))) > 1
                  for g in groups) if claim is None else claim
     if exp.trust.node_key(exp.layout.root, node) is None:
         register(exp, node)                      # its key, as the node saw it join
@@ -237,7 +238,7 @@ def test_partial_credit_alone_is_no_signal_and_a_right_answer_is(exp):
     got = RolloutExchange(exp, "me").gather(0, J, ExternalSelector(CrumbSource(), RULE, "me"),
                                             np.random.default_rng(0))
     assert [g.origin for g in got.groups] == ["p2"] and got.groups[0].rewards == [1, 0, 0, 0]
-    paid = RewardRule(partial_credit=True)          # the paper's rule: crumbs count
+    paid = Scorer(RewardRule(partial_credit=True))          # the paper's rule: crumbs count
     got = RolloutExchange(exp, "me").gather(0, J, ExternalSelector(CrumbSource(), paid, "me"),
                                             np.random.default_rng(0))
     assert sorted(g.origin for g in got.groups) == ["p1", "p2"]

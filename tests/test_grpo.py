@@ -64,6 +64,31 @@ def test_clipped_loss_stops_the_gradient_outside_the_trust_region():
     assert logp.grad[0, 0] == 0 and logp.grad[0, 1] != 0
 
 
+def test_clipped_loss_stops_the_gradient_below_the_trust_region_for_a_negative_advantage():
+    logp = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    old = torch.tensor([[1.0, -1.0]])                      # ratio 1/e (below 1 - 0.2) and e
+    loss, clipped = clipped_pg_loss(logp, old, torch.tensor([[-1.0]]), 0.2, 0.28)
+    loss.sum().backward()
+    assert clipped.tolist() == [[1.0, 0.0]]                 # low ratio, negative advantage: clipped
+    assert loss[0, 0].item() == pytest.approx(0.8)          # -(1 - eps_low) * A, not -ratio * A
+    assert logp.grad[0, 0] == 0 and logp.grad[0, 1] != 0
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_training_log_probs_are_those_of_the_sampling_distribution(tiny_llama, packed):
+    """The ratio's denominator is the sampler's distribution: logits / TEMPERATURE."""
+    tr = trainer_for(tiny_llama, temperature=0.7)
+    tr.packing = packed
+    prompt = tr.encode_prompt(build_prompt(tr.tokenizer, "Calculate 2 + 3."))
+    comp = tr.encode_completion("<answer>5</answer>", ended=True)
+    with torch.no_grad():
+        logits = tr.model(torch.tensor([prompt + comp])).logits[0, len(prompt) - 1:-1].float()
+    want = torch.log_softmax(logits / 0.7, -1).gather(-1, torch.tensor(comp)[:, None]).sum()
+    at_one = torch.log_softmax(logits, -1).gather(-1, torch.tensor(comp)[:, None]).sum()
+    assert abs(float(want - at_one)) > 1e-2                 # the temperature matters here
+    assert seq_logp(tr, prompt, comp) == pytest.approx(float(want), abs=1e-4)
+
+
 @pytest.mark.parametrize("fast", [True, False])   # genrl/generation.py's loop, or HF generate
 def test_one_generate_call_gives_g_completions_per_prompt(tiny_llama, monkeypatch, fast):
     import genrl.grpo

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from genrl.data import Question
-from genrl.rewards import RewardRule
 from genrl.rollouts import RolloutGroup, encode_rollouts
 from genrl.sapo import ExternalSelector
+from genrl.scoring import Scorer
 from rgym_exp.config import load_config
 from rgym_exp.coordinator import Coordinator
 from rgym_exp.drive.layout import parse_node_file, parse_rollout_name
@@ -70,7 +70,7 @@ class OneQuestion:
 
 
 def judge():
-    return ExternalSelector(OneQuestion(), RewardRule(), "w1")
+    return ExternalSelector(OneQuestion(), Scorer(), "w1")
 
 
 # --- invariant 1: one writer per file ------------------------------------------------------

@@ -24,9 +24,9 @@ import torch
 from safetensors.torch import load_file
 
 from genrl.data import Question
-from genrl.rewards import RewardRule
 from genrl.rollouts import NAME_PATTERN, RolloutGroup, encode_rollouts
 from genrl.sapo import ExternalSelector
+from genrl.scoring import Scorer
 from rgym_exp.config import ConfigError, load_config
 from rgym_exp.drive.faults import Faults, FaultyStore
 from rgym_exp.drive.layout import Layout, check_name
@@ -242,7 +242,7 @@ class TwoPlusTwo:
 def gather(drive, layout, want, seed=0):
     spy = Spy(FolderStore(drive))
     exchange = RolloutExchange(SimpleNamespace(store=spy, layout=layout), "w1")
-    selector = ExternalSelector(TwoPlusTwo(), RewardRule(), "w1")
+    selector = ExternalSelector(TwoPlusTwo(), Scorer(), "w1")
     return exchange.gather(0, want, selector, np.random.default_rng(seed)), spy
 
 

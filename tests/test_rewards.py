@@ -1,23 +1,22 @@
-"""Rewards: answer extraction, format reward, and that no text can make them raise."""
+"""Answers and rewards: extraction, the restating rule, format reward, reward arithmetic, and
+that no text can make them raise or take more than linear time."""
 
-import math
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from genrl.data import ReasoningGymSource, TaskSpec, PAPER_TASKS
-from genrl.rewards import (RewardRule, completion_reward, exact_match, extract_answer,
-                           format_reward, numeric_match, parse_number, safe_score)
+from genrl.rewards import (RewardRule, exact_match, extract_answer, format_reward, numeric_match,
+                           parse_number, restates, safe_score, tagged_answers)
 
 
 @pytest.mark.parametrize("text, expected", [
     ("think... <answer>42</answer>", "42"),
-    ("<answer>1</answer> then <answer> 2 </answer>", "2"),          # the last pair wins
     ("<ANSWER>x</ANSWER>", "x"),
     ("<answer><answer>5</answer></answer>", "5"),                     # doubled tags flattened
     ("<answer>5", "5"),                                               # unclosed: to its line's end
     ("<answer>5\nmore thoughts", "5"),
-    ("<answer>1</answer> wait, no: <answer>2", "2"),                  # the last answer given
+    ("<answer>4</answer> so, again: <answer> 4 </answer>", "4"),      # the same answer twice
     ("<answer> **7** </answer>", "7"),                                # markdown emphasis
     ("<answer>$3/4$</answer>", "3/4"),
     ("<answer>\\boxed{9}</answer>", "9"),
@@ -42,8 +41,18 @@ from genrl.rewards import (RewardRule, completion_reward, exact_match, extract_a
     ("", None),
     ("   \n \n", None),
 ])
-def test_extract_answer_takes_the_last_tagged_or_stated_answer(text, expected):
+def test_extract_answer_takes_the_tagged_or_stated_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "<answer>1</answer> then <answer> 2 </answer>",                   # two answers: none
+    "<answer>1</answer> wait, no: <answer>2",
+    "<answer>Monday</answer><answer>Tuesday</answer><answer>Friday</answer>",   # tag spam
+    "Like <answer>42</answer>, so: <answer>7</answer>",                # the prompt's example too
+])
+def test_a_completion_that_gives_two_different_answers_in_tags_gives_none(text):
+    assert extract_answer(text) is None and len(set(tagged_answers(text))) > 1
 
 
 def test_tags_only_requires_tags():
@@ -51,23 +60,24 @@ def test_tags_only_requires_tags():
     assert extract_answer("<answer>17</answer>", fallback="none") == "17"
 
 
-def test_the_fallback_refuses_answers_made_of_the_question_s_own_words():
+@pytest.mark.parametrize("answer, restated", [
+    ("-4", False), ("4", False), ("Friday", False), ("7", False),      # one value: a commitment
+    ("4 - 1", True), ("4 - 1 - 7", True), ("monday or friday", True),  # pieces holding 2 values
+    ("Calculate 4 - 1 - 7 = ?", True), ("Friday or Monday", False),    # not a piece of it
+    ("3 - 1", False),
+])
+def test_an_answer_restates_the_question_when_it_copies_a_piece_holding_two_values(answer, restated):
     question = "Calculate 4 - 1 - 7 = ? Reply with Monday or Friday."
-    assert extract_answer("-4", question=question) == "-4"           # computed: fine
-    assert extract_answer("The answer is 7", question=question) is None   # a number it shows
-    assert extract_answer("4 - 1", question=question) is None        # a piece of it
-    assert extract_answer("Friday", question=question) is None       # a word it offers
-    assert extract_answer("<answer>Friday</answer>", question=question) == "Friday"  # tags: ok
+    assert restates(answer, question) is restated
 
 
 @pytest.mark.parametrize("text, expected", [
     ("The day of the week for 09/20/22 is Sunday.", "Sunday"),       # SmolLM2's phrasing
     ("Let me think.\nThe day of the week for 09/20/2022 was a Friday", "a Friday"),
     ("The weekday is Sunday.", "Sunday"),
-    ("The day of the week for 09/20/22 is Tuesday.", None),          # offered by the question
+    ("The day of the week for 09/20/22 is Tuesday.", "Tuesday"),     # offered, and committed to
     ("It is Sunday.", None),                                          # too little restated
     ("The problem is hard.", None),                                   # not the question's words
-    ("The day of the week for 09/20/2022 is the day of the week.", None),   # an echo
     ("The day of the week for 09/20/2022 is one I would need a calendar for", None),  # prose
     ("The day of the week for 09/20/22 is Sunday.\nI hope that helps.", None),  # not the last line
 ])
@@ -77,6 +87,13 @@ def test_a_last_line_that_restates_the_question_gives_its_answer(text, expected)
     assert extract_answer(text, question=question) == expected
 
 
+def test_a_grid_answer_is_read_from_the_trailing_block_of_rows():
+    row = lambda line: all(t.isdigit() for t in line.split())
+    text = "Distances:\n1 0 1\n0 1 2\n"
+    assert extract_answer(text, row=row) == "1 0 1\n0 1 2"
+    assert extract_answer("1 0 1\nbut then prose", row=row) is None
+
+
 def test_format_reward_wants_exactly_one_final_answer_block():
     assert format_reward("<think>a</think> so <answer>3</answer>") == 1.0
     assert format_reward("reasoning <answer>3</answer>\n") == 1.0
@@ -84,20 +101,15 @@ def test_format_reward_wants_exactly_one_final_answer_block():
     assert format_reward("<answer>1</answer><answer>2</answer>") == 0.0
     assert format_reward("<answer> </answer>") == 0.0
     assert format_reward("no tags at all") == 0.0
+    assert format_reward("<think>a</think> <b> <answer>3</answer>") == 0.0
 
 
-def test_format_weight_adds_a_bonus_on_top_of_correctness():
-    verify = lambda a: 1.0 if a == "5" else 0.0
-    assert completion_reward("<answer>5</answer>", verify) == 1.0
-    assert completion_reward("<answer>5</answer>", verify, format_weight=0.5) == 1.5
-    assert completion_reward("5", verify, format_weight=0.5) == 1.0
-
-
-def test_partial_credit_counts_only_when_asked():
-    verify = lambda a: {"5": 1.0, "6": 0.25}.get(a, 0.0)   # reasoning-gym's near misses
-    assert completion_reward("<answer>6</answer>", verify) == 0.0
-    assert completion_reward("<answer>6</answer>", verify, partial_credit=True) == 0.25
-    assert completion_reward("<answer>5</answer>", verify) == 1.0
+def test_format_weight_adds_a_bonus_and_partial_credit_counts_only_when_asked():
+    assert RewardRule().reward(1.0, "<answer>5</answer>") == 1.0
+    assert RewardRule(format_weight=0.5).reward(1.0, "<answer>5</answer>") == 1.5
+    assert RewardRule(format_weight=0.5).reward(1.0, "5") == 1.0
+    assert RewardRule().reward(0.25, "<answer>6</answer>") == 0.0         # a near miss
+    assert RewardRule(partial_credit=True).reward(0.25, "<answer>6</answer>") == 0.25
 
 
 def test_safe_score_turns_verifier_failures_into_numbers():
@@ -124,73 +136,36 @@ def test_exact_match_ignores_case_and_spacing():
     assert parse_number("1/0") is None
 
 
-_SOURCE = ReasoningGymSource([TaskSpec(t) for t in PAPER_TASKS], seed=3)
-_QUESTIONS = _SOURCE.draw("prop-node", 0, 12)
+# --- hostile text: never an exception, never more than linear time -----------------------
+
+PATHOLOGICAL = {
+    "equation then spaces": "= a" + " " * 31_990 + "b",                   # 2.4 s with the old regex
+    "open tags without closers": "<answer>" * 3_900,
+    "closers without openers": "</answer>" * 3_500,
+    "tags without content": "<answer></answer>" * 1_800,
+    "one long line of 'answer is'": "the answer is " * 2_280,
+    "many short lines": "the sum is 1 = 2\n" * 1_880,
+    "restated subjects": ("a is " * 6_000)[:31_999],
+    "boxes": "\\boxed{" * 4_500,
+    "nested markdown": "**`$" * 8_000,
+    "think without end": "<think>" + "x" * 31_000 + "<answer>1</answer>",
+}
 
 
-@settings(max_examples=150, deadline=None)
-@given(text=st.text(max_size=400), k=st.integers(0, len(_QUESTIONS) - 1),
-       weight=st.sampled_from([0.0, 0.5]), fallback=st.sampled_from(["guarded", "none"]),
-       partial=st.booleans())
-def test_any_completion_text_yields_a_finite_reward(text, k, weight, fallback, partial):
-    reward = completion_reward(text, _QUESTIONS[k].verify, question=_QUESTIONS[k].text,
-                               format_weight=weight, fallback=fallback, partial_credit=partial)
-    assert isinstance(reward, float) and math.isfinite(reward)
-    assert 0.0 <= reward <= 1.0 + weight
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_a_pathological_completion_is_read_in_well_under_a_second(name):
+    text = PATHOLOGICAL[name]
+    assert len(text) <= 32_000
+    t0 = time.perf_counter()
+    extract_answer(text, question="What is 2 + 2?")
+    format_reward(text)
+    restates(text[:2000], "What is 2 + 2?")
+    assert time.perf_counter() - t0 < 1.0, name
 
 
-@settings(max_examples=100, deadline=None)
-@given(inner=st.text(max_size=200), k=st.integers(0, len(_QUESTIONS) - 1))
-def test_tagged_arbitrary_answers_never_raise(inner, k):
-    text = f"<think>{inner}</think><answer>{inner}</answer>"
-    assert 0.0 <= completion_reward(text, _QUESTIONS[k].verify) <= 1.0
-    assert numeric_match(inner, "3") in (0.0, 1.0)
-
-
-def test_correct_answers_of_the_paper_tasks_score_one():
-    scored = 0
-    for q in _QUESTIONS:
-        if q.answer is None:      # propositional_logic has no single answer string
-            continue
-        assert completion_reward(f"<answer>{q.answer}</answer>", q.verify) == 1.0, q.source["task"]
-        scored += 1
-    assert scored >= 8
-
-
-# --- echoes: a completion made of pieces of its question never earns anything --------------
-
-_ECHO_SOURCE = ReasoningGymSource([TaskSpec(t) for t in PAPER_TASKS + ("chain_sum",)], seed=5)
-_ECHO_QUESTIONS = _ECHO_SOURCE.draw("echo-node", 0, 60)
-
-
-@st.composite
-def echo(draw):
-    """A question and a completion made only of pieces of it: lines, words or spans,
-    joined by spaces or newlines, optionally after an 'answer is' its pieces may carry."""
-    q = draw(st.sampled_from(_ECHO_QUESTIONS))
-    text = q.text
-    words, lines = text.split(), [line for line in text.splitlines() if line.strip()]
-
-    def span():
-        a = draw(st.integers(0, len(text) - 1))
-        return text[a:draw(st.integers(a + 1, min(len(text), a + 60)))]
-    piece = st.one_of(st.sampled_from(words), st.sampled_from(lines), st.builds(span))
-    pieces = draw(st.lists(piece, min_size=1, max_size=6))
-    joins = draw(st.lists(st.sampled_from([" ", "\n", "\n\n"]), min_size=len(pieces),
-                          max_size=len(pieces)))
-    return q, "".join(p + j for p, j in zip(pieces, joins)).strip()
-
-
-@settings(max_examples=400, deadline=None)
-@given(case=echo(), partial=st.booleans())
-def test_a_completion_made_of_pieces_of_the_question_never_scores_above_zero(case, partial):
-    q, completion = case
-    rule = RewardRule(fallback="guarded", partial_credit=partial)
-    assert rule(completion, q) == 0.0, (q.source["task"], completion[-200:])
-
-
-def test_echoing_every_line_or_word_of_every_question_earns_nothing():
-    rule = RewardRule(partial_credit=True)      # even partial credit
-    for q in _ECHO_QUESTIONS:
-        pieces = [q.text] + q.text.splitlines() + q.text.split()
-        assert all(rule(p, q) == 0.0 for p in pieces if p.strip()), q.source["task"]
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=400), fallback=st.sampled_from(["guarded", "none"]))
+def test_any_text_gives_an_answer_or_none_and_a_format_reward_of_0_or_1(text, fallback):
+    answer = extract_answer(text, fallback, question=text[:50])
+    assert answer is None or (isinstance(answer, str) and answer)
+    assert format_reward(text) in (0.0, 1.0)

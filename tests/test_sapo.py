@@ -6,15 +6,12 @@ from collections import Counter
 import numpy as np
 
 from genrl.data import ReasoningGymSource, parse_tasks
-from genrl.rewards import completion_reward
 from genrl.rollouts import RolloutGroup
 from genrl.sapo import ExternalSelector, has_signal, select_external
+from genrl.scoring import Scorer
 
 SOURCE = ReasoningGymSource(parse_tasks("basic_arithmetic{min_terms=2;max_terms=2}"), seed=11)
-
-
-def reward(text, q):
-    return completion_reward(text, q.verify)
+reward = Scorer()
 
 
 def peer_group(node, r, k, good=True, claimed=None):

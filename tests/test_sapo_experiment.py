@@ -36,10 +36,12 @@ def fake_run(out, config, seed, rewards, accuracy):
         round=len(rewards[0]) - 1, started_at=0, deadline=0, max_rounds=len(rewards[0]),
         finished=True))
     for k, series in enumerate(rewards):
-        node = f"{name}-w{k + 1}"
+        node = f"seed{seed}-w{k + 1}"          # as `run` names them: the same in every arm
         write_as(store, node, f"{layout}/peers/{node}.json",
                  PeerRecord(node, "worker", "s", 1, "finished"))
-        lines = [{"round": r, "reward/mean": v, **({"eval/accuracy": accuracy[r // 2]}
+        marks = lambda a: "1" * round(a * 100) + "0" * (100 - round(a * 100))
+        lines = [{"round": r, "reward/mean": v, **({"eval/accuracy": accuracy[r // 2],
+                                                    "eval/correct": marks(accuracy[r // 2])}
                                                    if r % 2 == 0 else {}),
                   "local/groups": 4, "local/with_signal": k + 1,      # 1 of 4 and 2 of 4
                   "external/used": 1, "external/age_mean": 0.5 if k else None,
@@ -68,6 +70,12 @@ def test_compare_reads_the_folders_and_pairs_configurations_by_seed(tmp_path, ca
     assert rows["sapo"][4] == f"{sapo_last[0]:.3f} ± {sapo_last[1]:.3f}"
     diff = [line for line in text.splitlines() if line.startswith("| sapo | 3 |")]
     assert diff and diff[0].split("|")[3].strip() == "0.50 ± 0.00"   # paired difference
+    by_question = text.split("Paired by question")[1].splitlines()
+    row = next(line for line in by_question if line.startswith("| sapo |"))
+    # 2 nodes x 3 seeds; base's last evaluations get 20 of 100 right, sapo's 31-33
+    runs, questions, diff = [c.strip() for c in row.split("|")[2:5]]
+    low, high = (float(x) for x in diff.split("[")[1].rstrip("]").split(","))
+    assert (runs, questions, diff.split()[0]) == ("6", "100", "+0.120") and 0 < low < 0.12 < high
     inside = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
               for line in text.split("Inside the runs")[1].splitlines()[4:] if line.startswith("| ")}
     # signal 1.5 of 4 local groups; 1 external group of J=2 (base: J=0, no fill rate); the
@@ -85,5 +93,27 @@ def test_a_finished_run_is_not_run_again(tmp_path, monkeypatch):
     monkeypatch.setattr(exp.subprocess, "call", lambda *a, **k: calls.append(k["env"]) or 0)
     assert exp.main(["run", "--out", out, "--seeds", "1", "2", "--rounds", "3", "--workers", "1",
                      "--config", "base:NUM_TRANSPLANT_TREES=0", "--set", "MAX_NEW_TOKENS=8"]) == 0
-    assert [(e["EXPERIMENT_NAME"], e["SEED"], e["MAX_NEW_TOKENS"], e["NODE_ROLE"]) for e in calls] \
-        == [("base-s2", "2", "8", "swarm")]
+    assert [(e["EXPERIMENT_NAME"], e["SEED"], e["MAX_NEW_TOKENS"], e["NODE_ROLE"], e["NODE_ID"])
+            for e in calls] == [("base-s2", "2", "8", "swarm", "seed2")]
+
+
+def test_the_paired_test_by_question_counts_discordant_answers_and_gives_mcnemar_s_p():
+    rng = __import__("numpy").random.default_rng(0)
+    base = ["".join("1" if rng.random() < 0.5 else "0" for _ in range(500)) for _ in range(4)]
+    better = []
+    for marks in base:             # each run: 10 questions lost, 25 gained, the rest the same
+        wrong = [k for k, c in enumerate(marks) if c == "0"][:25]
+        right = [k for k, c in enumerate(marks) if c == "1"][:10]
+        flipped = list(marks)
+        for k in wrong:
+            flipped[k] = "1"
+        for k in right:
+            flipped[k] = "0"
+        better.append("".join(flipped))
+    t = exp.paired_by_question(base, better)
+    assert (t["only_a"], t["only_b"], t["runs"], t["questions"]) == (40, 100, 4, 500)
+    assert t["diff"] == pytest.approx(60 / 2000)
+    assert t["p"] == pytest.approx(math.erfc(math.sqrt((60 - 1) ** 2 / 140 / 2)))
+    assert t["low"] > 0 and t["high"] > t["diff"] > t["low"]
+    same = exp.paired_by_question(base, base)
+    assert same["diff"] == 0 and same["p"] == 1.0

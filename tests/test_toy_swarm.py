@@ -13,9 +13,9 @@ import torch
 
 from genrl.data import InvalidSource, Question
 from genrl.grpo import clipped_pg_loss, group_advantages
-from genrl.rewards import completion_reward
 from genrl.rollouts import RolloutGroup
 from genrl.sapo import select_external
+from genrl.scoring import Scorer
 
 QUESTIONS, ANSWERS, G, NODES = 12, 32, 4, 6
 
@@ -35,8 +35,11 @@ class ToySource:
         return self.question(source["index"])
 
 
+SCORER = Scorer()
+
+
 def reward(text, q):
-    return completion_reward(text, q.verify)
+    return SCORER.rewards(q, [text])[0]
 
 
 def run_swarm(I, J, seed, rounds=120, target=0.5):
@@ -65,7 +68,7 @@ def run_swarm(I, J, seed, rounds=120, target=0.5):
         history.append(float(np.mean(rewards)))
         for n in range(NODES):
             peers = [g for m, groups in enumerate(published) if m != n for g in groups]
-            pick = select_external(peers, J, source, reward, rngs[n], exclude_node=f"n{n}")
+            pick = select_external(peers, J, source, SCORER, rngs[n], exclude_node=f"n{n}")
             batch = [(g.source["index"], g.completions, g.rewards) for g in published[n]]
             batch += [(g.question.source["index"], g.completions, g.rewards) for g in pick.groups]
             rows = torch.tensor([k for k, texts, _ in batch for _ in texts])
