@@ -15,8 +15,14 @@ at a time (journal), and no visible file in the folder is torn or corrupt.
 ``bucket`` runs kills, restarts, transient errors and junk objects on an S3 bucket
 (GDRIVE_PATH=s3://..., a local moto server; needs s3fs and moto from requirements-dev.txt).
 
-Prints one line per scenario, ``PASS|FAIL  <scenario>: <evidence>``, and last
-``chaos: N/N scenarios passed``; the exit code is 0 only if all passed.
+``attacks`` and ``vanished`` are a hostile writer of the folder (issue 20, tests/attacks.py):
+forged state, peer records, rollouts, submissions, credit and experiment.json, records nested
+600 deep, symlink loops, FIFOs, links out of the experiment, directories planted at a node's
+own paths, a checkpoint linked to /dev/zero, and the experiment folder deleted mid-run.
+
+Prints one line per scenario, ``PASS|FAIL  <scenario>: <evidence>``, then
+``chaos: N/N scenarios passed`` and ``chaos: attacks tried N, held M``; the exit code is 0
+only if all passed.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from genrl.rollouts import NAME_PATTERN  # noqa: E402
+from tests.attacks import SETTINGS as ATTACK_SETTINGS  # noqa: E402
+from tests.attacks import VERDICTS as ATTACKS  # noqa: E402
+from tests.attacks import attacked_swarm, vanished_swarm  # noqa: E402
 from tests.junk import plant_junk  # noqa: E402
 from tests.swarm_helpers import (check_folder, exp_dir, metrics, node_env,  # noqa: E402
                                  read_json, start_node, wait_for)
@@ -112,7 +121,7 @@ class Run:
 
     def output(self, node: str, k: int | None = None) -> str:
         paths = self.logs.get(node, [])
-        paths = paths if k is None else paths[k:k + 1]
+        paths = paths if k is None else paths[k:][:1]
         return "".join(open(p, errors="replace").read() for p in paths)
 
     def state(self) -> dict:
@@ -645,8 +654,48 @@ def bucket(root, model, long, rng):
     return [restart, junk_errors]
 
 
+@judges(*(f"attack: {name}" for name in ATTACKS))
+def attacks(root, model, long, rng):
+    """A hostile writer of the folder against a running swarm (tests/attacks.py): planted
+    files before it starts, forged records while it runs, kills and restarts meanwhile."""
+    run = Run(root, "attacks", model, **ATTACK_SETTINGS)
+    try:
+        done = attacked_swarm(run.drive, os.path.join(run.dir, "outside"), run.start)
+    finally:
+        run.close()
+    out = lambda node, restarted=False: run.output(node, -1 if restarted else None)  # noqa: E731
+
+    def verdict(judge):
+        def judged():
+            try:
+                return judge(done, out)
+            except AssertionError as exc:
+                raise Failed(str(exc)) from None
+        return judged
+    return [verdict(judge) for judge in ATTACKS.values()]
+
+
+@judges("attack: the experiment folder deleted mid-run")
+def vanished(root, model, long, rng):
+    """The experiment folder deleted under a running swarm: every node stops, saying so."""
+    run = Run(root, "vanished", model, MAX_ROUNDS=20, CHAOS_MIN_CALL=0.3, EVAL_INTERVAL=0)
+    try:
+        done = vanished_swarm(run.drive, run.start)
+    finally:
+        run.close()
+
+    def stopped():
+        check(all(c not in (0, None) for c in done.codes.values()), f"exit codes {done.codes}")
+        check(max(done.took.values()) < 60, f"took {done.took}")
+        for node in done.codes:
+            check("vanished" in run.output(node), f"{node} did not say the folder vanished")
+        return (f"every node stopped within {max(done.took.values()):.0f}s (exit codes "
+                f"{sorted(set(done.codes.values()))}), each saying the folder vanished")
+    return [stopped]
+
+
 RUNS = [restarts, uneven, clocks, takeover, junk_and_errors, drive_faults, broken_folder,
-        truncated_checkpoint, bad_names, bucket]
+        truncated_checkpoint, bad_names, bucket, attacks, vanished]
 
 
 def main(argv=None) -> int:
@@ -662,7 +711,7 @@ def main(argv=None) -> int:
     atexit.register(kill_all)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"chaos: seed {seed}, {'quick' if args.quick else 'long'} runs in {root}", flush=True)
-    t0, passed, total = time.monotonic(), 0, 0
+    t0, passed, total, tried, held = time.monotonic(), 0, 0, 0, 0
     only = set(filter(None, args.only.split(",")))
     try:
         model = os.path.join(root, "tiny-llama")  # built like the tests' (quietly: own process)
@@ -688,6 +737,8 @@ def main(argv=None) -> int:
                     line, ok = f"FAIL  {name}: {describe(exc)} (logs: {root}/{run.__name__})", False
                     args.keep = True
                 total, passed = total + 1, passed + ok
+                if name.startswith("attack: "):
+                    tried, held = tried + 1, held + ok
                 print(f"{line} [{took:.0f}s]", flush=True)
     finally:
         kill_all()
@@ -695,6 +746,7 @@ def main(argv=None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     print(f"chaos: all runs took {time.monotonic() - t0:.0f}s", flush=True)
     print(f"chaos: {passed}/{total} scenarios passed", flush=True)
+    print(f"chaos: attacks tried {tried}, held {held}", flush=True)
     return 0 if passed == total else 1
 
 

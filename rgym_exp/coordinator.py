@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import logging
 import math
+import random
+import threading
 import time
 from dataclasses import replace
 
@@ -48,7 +50,7 @@ from rgym_exp.drive.store import StoreError, TransientStoreError
 from rgym_exp.experiment import Experiment, question_source
 from rgym_exp.heartbeat import Heartbeat
 from rgym_exp.readers import Peers, PeerView, retire_submissions, submitted, verified
-from rgym_exp.records import RoundState, StateTracker, write_record
+from rgym_exp.records import RECORD_MAX_BYTES, RoundState, StateTracker, to_json
 from rgym_exp.waiting import Waiter, WaitTimeout
 
 log = logging.getLogger(__name__)
@@ -77,10 +79,15 @@ class Coordinator:
                             settle_s=SETTLE_BEATS * config.HEARTBEAT_INTERVAL, clock=clock)
         self._live: set[str] = set()
         self._peers_read_at = -math.inf
+        self._jitter = random.Random()
         self._looked_for: tuple = ()           # (round, submitters) that made tick look at peers/
         self._done: set[str] = set()             # submissions of _done_round, as last listed
         self._checked: dict = {}                 # (round, node) -> its submission verified?
+        self._seen: set = set()                  # (round, node) of verified submissions seen
+        self._submitted_at: dict = {}            # node -> when its last new one was first seen
         self._done_round, self._done_at = -1, -math.inf
+        self._state_sealed = None                # the state file as last written here
+        self._state_lock = threading.Lock()
         self._round_s = None                     # how long the last round after round 0 took
         self._retired_through = None             # rounds up to this one are retired (None: look)
         self._waiting_written_at = -math.inf
@@ -93,9 +100,29 @@ class Coordinator:
         if self.heartbeat is not None:
             self.heartbeat.ensure_owner()     # a coordinator taken over writes no state
         state = replace(state, updated_at=self.clock(), coordinator=self.cfg.NODE_ID)
-        write_record(self.exp.trust, self.layout.state_file, state)
-        self.tracker.state = state
+        sealed = self.exp.trust.seal(self.layout.state_file, to_json(state))
+        with self._state_lock:                # guard_state (heartbeat thread) never writes an
+            self.exp.store.write(self.layout.state_file, sealed)   # older state back
+            self.tracker.state, self._state_sealed = state, sealed
         return state
+
+    def guard_state(self) -> None:
+        """Write the state file back when the folder holds another file under its name
+        (called at the heartbeat's look at experiment.json): a forged state is refused by
+        every reader, and would otherwise hide the round from them until the next write."""
+        if self._state_sealed is None or self.heartbeat is None or not self.heartbeat.owns():
+            return
+        try:
+            with self._state_lock:
+                sealed = self._state_sealed
+                if self.exp.store.read(self.layout.state_file, RECORD_MAX_BYTES) == sealed:
+                    return
+                self.exp.trust.count(self.cfg.NODE_ID, "replaced state file")
+                self.exp.store.write(self.layout.state_file, sealed)
+            log.warning("%s had been replaced by a file this coordinator did not sign: "
+                        "written back", self.layout.state_file)
+        except StoreError as exc:
+            log.warning("state file not checked: %s", exc)
 
     def _open(self, round_: int) -> RoundState:
         # made only here, before the round opens: a worker never makes them (it waits for
@@ -111,12 +138,18 @@ class Coordinator:
                                       max_rounds=self.cfg.MAX_ROUNDS))
 
     def _newest_round(self) -> int:
-        """The newest round with a folder (-1: none): where a coordinator whose state file is
-        gone, or refused (replaced by someone without its key), resumes."""
-        rounds = [parse_round_dir(e.name) for folder in (self.layout.rollouts_root,
+        """The newest round holding a submission signed by its worker (-1: none): where a
+        coordinator whose state file is gone, or refused (replaced by someone without its
+        key), resumes. A folder alone proves nothing (anyone can make one), so a planted
+        ``round_999`` cannot advance the swarm."""
+        rounds = {parse_round_dir(e.name) for folder in (self.layout.rollouts_root,
                                                           self.layout.submissions_root)
-                  for e in self.exp.store.list(folder) if e.is_dir]
-        return max([r for r in rounds if r is not None and r < self.cfg.MAX_ROUNDS], default=-1)
+                  for e in self.exp.store.list(folder) if e.is_dir}
+        for r in sorted((r for r in rounds if r is not None and r < self.cfg.MAX_ROUNDS),
+                        reverse=True):
+            if self.submitted(r):
+                return r
+        return -1
 
     def resume_or_start(self) -> RoundState:
         state = self.tracker.refresh()
@@ -124,7 +157,8 @@ class Coordinator:
             newest = self._newest_round()
             if newest > 0:
                 log.warning("no usable state file (missing, or refused: not signed by this "
-                            "coordinator); resuming at round %d, the newest round folder", newest)
+                            "coordinator); resuming at round %d, the newest round with a "
+                            "signed submission", newest)
             return self._open(max(newest, 0))
         if state.finished and state.round + 1 < self.cfg.MAX_ROUNDS:
             log.info("experiment had finished at round %d; MAX_ROUNDS=%d extends it", state.round,
@@ -157,40 +191,61 @@ class Coordinator:
     def observe_peers(self) -> dict[str, PeerView]:
         """Look at peers/ (at most every ``look_every`` seconds: liveness is judged over
         PEER_TIMEOUT, many beats): one listing, reads of the records that changed
-        (rgym_exp/readers.py)."""
+        (rgym_exp/readers.py). The looks are jittered by a quarter either way, so they
+        cannot lock in phase with a heartbeat and a forger's rewrites of the same record."""
         now = self.clock()
         if now - self._peers_read_at < self.look_every:
             return self.peers
-        self._peers_read_at = now
+        self._peers_read_at = now + self._jitter.uniform(-0.25, 0.25) * self.look_every
         return self._peers.refresh()
 
     def live_workers(self) -> set[str]:
+        """Workers whose verified peer record changed within PEER_TIMEOUT, or whose verified
+        submission this coordinator first saw within it: a record that someone keeps
+        overwriting (every read refused) cannot hide a worker that still submits."""
         now = self.clock()
         live = {node for node, view in self.peers.items()
                 if view.record.role == "worker" and view.record.status in ("starting", "running")
                 and now - view.last_change <= self.cfg.PEER_TIMEOUT}
+        live |= {node for node, seen in self._submitted_at.items()
+                 if now - seen <= self.cfg.PEER_TIMEOUT and self._still_running(node)}
         for node in sorted(self._live - live):    # say who left, once, and why
-            record = self.peers[node].record
-            if record.status == "finished":
+            view = self.peers.get(node)
+            record = view.record if view is not None else None
+            if record is None:
+                log.warning("worker %s is gone: no verified heartbeat, no submission for %.0fs",
+                            node, now - self._submitted_at.get(node, now))
+            elif record.status == "finished":
                 log.info("worker %s finished (last round %d)", node, record.round)
             elif record.status in ("starting", "running"):
                 log.warning("worker %s is gone: no heartbeat for %.0fs (last seen at round %d, %s)",
-                            node, now - self.peers[node].last_change, record.round,
-                            record.phase or "-")
+                            node, now - view.last_change, record.round, record.phase or "-")
             else:
                 log.warning("worker %s left: its record says %s (at round %d)", node,
                             record.status, record.round)
         for node in sorted(live - self._live):
-            log.info("worker %s is live (round %d, %s)", node, self.peers[node].record.round,
-                     self.peers[node].record.phase or "-")
+            view = self.peers.get(node)
+            log.info("worker %s is live (round %d, %s)", node,
+                     view.record.round if view else self._done_round,
+                     (view.record.phase or "-") if view else "its heartbeat unreadable: "
+                     "live by its submissions")
         self._live = live
         return live
+
+    def _still_running(self, node: str) -> bool:
+        view = self.peers.get(node)
+        return view is None or view.record.status in ("starting", "running")
 
     def submitted(self, round_: int) -> set[str]:
         """Workers whose submission of ``round_`` is in its folder and signed by them."""
         self._checked = {k: v for k, v in self._checked.items() if k[0] >= round_ - 1}
-        return verified(self.exp.reader, self.layout, round_,
+        done = verified(self.exp.reader, self.layout, round_,
                         submitted(self.exp.store, self.layout, round_), self._checked)
+        for node in done - {n for r, n in self._seen if r == round_}:
+            self._seen.add((round_, node))
+            self._submitted_at[node] = self.clock()
+        self._seen = {k for k in self._seen if k[0] >= round_ - 1}
+        return done
 
     def look_at_submissions(self, state: RoundState) -> set[str]:
         """Who submitted the current round: one listing of its folder at every tick once the
@@ -312,6 +367,7 @@ class Coordinator:
         beat = self.heartbeat = Heartbeat(self.exp, self.cfg.NODE_ID, "coordinator",
                                           self.cfg.HEARTBEAT_INTERVAL, self.waiter)
         beat.claim()                      # first: a duplicate NODE_ID writes nothing at all
+        beat.on_presence = self.guard_state
         if self.logs is not None:
             self.logs.start(beat)
         beat.start()

@@ -28,21 +28,21 @@ NODE_IDs are unique regardless of case (Drive matches names case-insensitively,
 so ``Alice`` and ``alice`` would share files): a node whose NODE_ID differs from
 a registered one only in case refuses to start.
 
-Keys (rgym_exp/trust.py). The record is signed with the node's key, and its first
-signed record registers that key: only a process holding the same key file can
-continue or take over the NODE_ID. At start a record of this NODE_ID signed by
-another key means another machine registered it first (refused: exit 2, unless it
-is running, then as above) -- or, when this machine's own trust file says it
-registered the NODE_ID here, an impostor's record (ignored, counted). Anything
-else at the path (unsigned, forged, too deep) is ignored: it can neither keep a
-node from starting nor stop a running one, whose ownership checks read only
-records signed with its own key. Names that differ only in case count only when
-their record is signed.
+Keys (rgym_exp/trust.py). At its start a worker registers its key in keys/ (once) and
+looks which key registered its NODE_ID first: another machine's means the NODE_ID is
+taken (exit 2) -- unless this machine's own trust file says it registered the NODE_ID
+here, when the older registration is an impostor's made after ours was removed (counted,
+warned, ignored). The record is signed with the node's key, and only records that verify
+with it count: only a process holding the same key file can continue or take over the
+NODE_ID. Anything else at the path (unsigned, forged, signed by another key, too deep) is
+refused: it can neither keep a node from starting nor stop a running one. Names that
+differ only in case count only when they are registered.
 
 Every ``PRESENCE_BEATS`` beats, once experiment.json was checked, the heartbeat
 looks at it: missing at ``GONE_LOOKS`` looks in a row, the experiment folder has
 vanished, and the node stops (exit 5) without writing anything more; the
-coordinator writes back an experiment.json replaced by one it did not sign.
+coordinator writes back an experiment.json (and a state file) replaced by one it did not
+sign.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ import time
 import uuid
 from dataclasses import replace
 
-from rgym_exp.records import RECORD_MAX_BYTES, PeerRecord, parse, write_record
+from rgym_exp.records import RECORD_MAX_BYTES, PeerRecord, write_record
 from rgym_exp.drive.store import MountLost, StoreError
 from rgym_exp.trust import fingerprint
 from rgym_exp.waiting import Waiter
@@ -67,7 +67,6 @@ VERIFY_BEATS = 4   # ... but read the record at least every this many intervals 
 PRESENCE_BEATS = 2  # experiment.json looked at every this many beats ...
 GONE_LOOKS = 2      # ... missing at this many looks in a row: the experiment folder vanished
 EXIT_GONE = 5
-UNUSABLE = "unusable"
 
 
 class DuplicateNode(RuntimeError):
@@ -100,6 +99,7 @@ class Heartbeat:
         self.taken_over = threading.Event()
         self.gone = False                    # the experiment folder vanished
         self._presence = [0, 0]              # beats since the last look, looks missing in a row
+        self.on_presence = None              # coordinator: called at each look (its state file)
 
     def _read(self):
         """The record, if it is signed with this node's key (anything else reads as None)."""
@@ -107,27 +107,22 @@ class Heartbeat:
         self._verified_at = time.monotonic()
         return record
 
-    def _registration(self, path: str):
-        """(record, key) of the peer record at ``path`` checked against the key in its own
-        seal; None if there is none, UNUSABLE if it is no signed peer record of its node."""
-        try:
-            data = self.exp.store.read(path, RECORD_MAX_BYTES)
-            if data is None:
-                return None
-            body, key = self.exp.trust.peek(path, data)
-            record = parse(PeerRecord, body)
-        except (StoreError, ValueError, TypeError) as exc:
-            log.warning("ignoring %s: not a signed peer record of its node (%s)", path, exc)
-            return UNUSABLE
-        return (record, key) if path == self.exp.layout.peer(record.node_id) else UNUSABLE
+    def _first_key(self) -> str:
+        """The key of this NODE_ID's first registration (this node's, written now if it was
+        not there); the coordinator's is the one pinned in experiment.json."""
+        trust, root = self.exp.trust, self.exp.layout.root
+        if self.record.role == "coordinator":
+            pinned = trust.coordinator(root)
+            return pinned[1] if pinned else trust.keys.public
+        return trust.register(root)
 
     def _check_case(self) -> None:
         """Refuse a NODE_ID that differs from a registered one only in case."""
-        me = self.record.node_id
-        for entry in self.exp.store.list(self.exp.layout.peers_dir):
-            other = entry.name[:-5] if entry.name.endswith(".json") else ""
-            if other != me and other.casefold() == me.casefold() and self._registration(
-                    self.exp.layout.peer(other)) not in (None, UNUSABLE):
+        me, root = self.record.node_id, self.exp.layout.root
+        others = {e.name.split(".")[0] for e in self.exp.store.list(f"{root}/keys")}
+        for other in sorted(others):
+            if other != me and other.casefold() == me.casefold() and \
+                    self.exp.trust.first_registered(root, other) is not None:
                 raise DuplicateNode(
                     f"NODE_ID {me} differs from the registered node {other} only in case; Drive "
                     "matches names ignoring case, so both would share files. Use another NODE_ID")
@@ -141,8 +136,7 @@ class Heartbeat:
         end = time.monotonic() + watch
         while time.monotonic() < end:
             self.waiter.pause(min(1.0, self.interval / 4))
-            now = self._registration(self.path)
-            now = now[0] if isinstance(now, tuple) else None
+            now = self._read()
             if now is not None and now.session == other.session and now.beat != other.beat:
                 raise DuplicateNode(
                     f"NODE_ID {other.node_id} is already in use by a running process (host "
@@ -153,25 +147,23 @@ class Heartbeat:
         """The record this process continues from (None: a first start), after refusing
         to start where another live process or another machine's key holds NODE_ID."""
         trust, root = self.exp.trust, self.exp.layout.root
-        found = self._registration(self.path)
-        if not isinstance(found, tuple):
+        first = self._first_key()
+        if first != trust.keys.public:
+            if not trust.registered_here(root):
+                raise DuplicateNode(
+                    f"NODE_ID {self.record.node_id} is registered with another key "
+                    f"({fingerprint(first)}...) than this machine's ({trust.keys.path}, "
+                    f"{fingerprint(trust.keys.public)}...): copy the key file of the machine "
+                    "that registered it here to continue that node, or use another NODE_ID")
+            trust.count(self.record.node_id, "registered by another key")
+            log.warning("keys/ holds an older registration of %s with another key (%s) than "
+                        "the one this machine registered (%s): ours was removed; this node "
+                        "goes on with its own key, which every node that saw it keeps",
+                        self.record.node_id, fingerprint(first), fingerprint(trust.keys.public))
+        other = self._read()              # this node's last record: signed with its key
+        if other is None:
             return None
-        other, key = found
         running = other.session != self.record.session and other.status in ("starting", "running")
-        if key != trust.keys.public:
-            if trust.registered_here(root):
-                trust.count(other.node_id, "signed by another key")
-                log.warning("%s is signed by another key (%s) than the one this node registered "
-                            "here (%s): an impostor's record, ignored", self.path,
-                            fingerprint(key), fingerprint(trust.keys.public))
-                return None
-            if running:
-                self._watch(other)
-            raise DuplicateNode(
-                f"NODE_ID {other.node_id} is registered with another key ({fingerprint(key)}...) "
-                f"than this machine's ({trust.keys.path}, {fingerprint(trust.keys.public)}...): "
-                "copy the key file of the machine that registered it here to continue that "
-                "node, or use another NODE_ID")
         if running:
             if other.host == self.record.host and not pid_alive(other.pid):
                 log.info("NODE_ID %s: the previous process (pid %d) is gone; continuing as this "
@@ -258,6 +250,8 @@ class Heartbeat:
             self._presence[1] = 0
             if self.record.role == "coordinator":
                 exp.restore_info(data)
+                if self.on_presence is not None:
+                    self.on_presence()
             return True
         self._presence[1] += 1
         if self._presence[1] >= GONE_LOOKS:

@@ -54,7 +54,8 @@ class NodeRow:
     model: str
     round: int
     heartbeat_age: Optional[float]      # seconds since the peer file last changed
-    health: str                         # alive | late | gone | finished | stopped | failed
+    health: str                         # alive | late | gone | finished | stopped | failed |
+    #                                     unverified (registered; its record was refused)
     last_reward: Optional[float]
     external_used: Optional[int]
     phase: str
@@ -90,6 +91,13 @@ def health(record: PeerRecord, age: Optional[float], heartbeat_interval: float,
     if age < 2 * heartbeat_interval:
         return "alive"
     return "late" if age < peer_timeout else "gone"
+
+
+def _registered(store: Store, layout: Layout, reader: RecordReader) -> set[str]:
+    """Nodes with a key registration in keys/ that verifies (rgym_exp/trust.py)."""
+    names = {e.name.split(".")[0] for e in store.list(f"{layout.root}/keys") if not e.is_dir}
+    return {n for n in names if reader.trust.node_key(layout.root, n) or
+            reader.trust.first_registered(layout.root, n)}
 
 
 def _mtimes(store: Store, folder: str) -> dict[str, float]:
@@ -128,6 +136,11 @@ def take_snapshot(store: Store, experiment: str, heartbeat_interval: float = Con
             heartbeat_age=age, health=health(record, age, heartbeat_interval, peer_timeout),
             last_reward=record.last_reward, external_used=record.external_used,
             phase=record.phase, host=record.host, last_eval=record.last_eval))
+    for node in sorted(_registered(store, layout, reader) - set(views)):
+        snap.nodes.append(NodeRow(      # registered, but its record read now was refused
+            node_id=node, role="worker", model="", round=-1, heartbeat_age=None,
+            health="unverified", last_reward=None, external_used=None,
+            phase="its record failed verification"))
     snap.refused = refusals([v.record for v in views.values()], reader.trust.refused_by_signer())
     credit = from_peers({n: v.record for n, v in views.items()})
     for row in snap.nodes:

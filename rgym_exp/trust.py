@@ -5,14 +5,20 @@ shared with anyone who has the link), so a file's name and content prove nothing
 who wrote it. Every record is *sealed* by its writer and *opened* by its readers here, in
 this one module (DESIGN.md, "Trust in one place").
 
-Keys. Each node has an Ed25519 key pair (``cryptography``), made at its first start in
-KEY_DIR (``~/.config/rl-swarm/keys/{NODE_ID}.key``, beside ``node_id``), never on the
-shared folder. The coordinator pins its public key in experiment.json; a worker registers
-its key by signing its peer record. A reader keeps the first key it sees for each node
-(trust on first use) and, for a node process, remembers it on disk
-(``KEY_DIR/known/{NODE_ID}-{folder}.json``), so a later rewrite of experiment.json or of a
-peer record cannot swap a key. Losing a key file means the node cannot continue under its
-NODE_ID in the experiments it joined (README, "Keys").
+Keys. Each node has an Ed25519 key pair (rgym_exp/node_keys.py), made at its first start
+in KEY_DIR (``~/.config/rl-swarm/keys/{NODE_ID}.key``, beside ``node_id``), never on the
+shared folder. The coordinator pins its public key in experiment.json. A worker registers
+its key once, in a file of its own: ``keys/{NODE_ID}.{key id}.json`` (signed by that key;
+the key id, 16 hex digits of the key's SHA-256, is in the name, so no one can write it
+for a key they do not hold). The *first* registration of a NODE_ID wins (trust on first
+use), and first means the oldest by the store's clock -- Drive's createdTime, a local
+file's ctime -- which no writer can backdate: an impostor's registration made later loses
+whatever it says. A reader keeps the key it found for each node and, for a node process,
+remembers it on disk (``KEY_DIR/known/{NODE_ID}-{folder}.json``), so a later rewrite of
+experiment.json, of keys/ or of a peer record cannot swap a key. Peer records, heartbeats
+included, are signed like every other file and checked against the registered key.
+Losing a key file means the node cannot continue under its NODE_ID in the experiments it
+joined (README, "Keys").
 
 Sealing. A sealed file is the record's JSON object with one more member at its end:
 
@@ -26,7 +32,7 @@ path (another round, another node's name, another claim in its name) no longer v
 Whose key. The path says who must have signed it (``signer_of``): experiment.json, the
 state file and retired rounds: the coordinator (the key pinned in experiment.json); a
 peer record, rollout file, submission or checkpoint manifest: the node its path names
-(the key it registered in its peer record, read once when first needed). A file that is
+(the key it registered, looked up once when first needed). A file that is
 unsigned, signed by another node or key, badly signed, or from a node with no registered
 key is *refused*: ``Refused`` (a ValueError, so every reader treats it as "not there
 yet"), counted by the node it claims and why, and summed up in one log line per round
@@ -52,19 +58,19 @@ from collections import Counter
 from typing import Optional
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from genrl.rollouts import NAME_PATTERN, parse_json
 from rgym_exp.drive.store import StoreError
+from rgym_exp.node_keys import Keys, fingerprint, key_id  # noqa: F401 - Keys: readers' one door
 
 log = logging.getLogger(__name__)
 
 MAX_DEPTH = 16                      # nesting of any record (the deepest real one has 4)
 DOMAIN = b"rl-swarm signed file 1\n"
 COORDINATOR = "(coordinator)"       # signer_of's answer for the coordinator's files
-SELF_REGISTERING = ("experiment.json", "peers/")   # their own key is in the seal, checked on
-#                                                    first use and remembered
+LISTING_S = 10.0                    # keys/ listed at most this often for lookups
+MAX_REGISTRATIONS = 8               # registrations of one NODE_ID read, oldest first
 MAX_SIGNERS = 256                   # names kept in the refusal counts (others: "(others)")
 RETRY_UNKNOWN_S = 30.0              # a node with no registered key is looked up again after this
 _KEY = r"[A-Za-z0-9+/]{43}="
@@ -76,7 +82,7 @@ _SIGNERS = [(re.compile(rf"^(experiments/[^/]+)/{pattern}$"), who) for pattern, 
     (r"experiment\.json", COORDINATOR), (r"state/current_state\.json", COORDINATOR),
     (r"retired/round_[0-9]+\.json", COORDINATOR), (rf"peers/({_N})\.json", 1),
     (rf"rollouts/round_[0-9]+/({_N})(?:\.[0-9]{{1,4}})?(?:\.s[0-9]{{1,3}})?\.json", 1),
-    (rf"submissions/round_[0-9]+/({_N})\.json", 1),
+    (rf"submissions/round_[0-9]+/({_N})\.json", 1), (rf"keys/({_N})\.[0-9a-f]{{16}}\.json", 1),
     (rf"checkpoints/({_N})/round_[0-9]+/manifest\.json", 1))]
 
 
@@ -113,80 +119,6 @@ def signer_of(path: str) -> Optional[tuple[str, str]]:
     return None
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def fingerprint(key: str) -> str:
-    """A key as people compare it in log lines: its first 8 base64 characters."""
-    return key[:8]
-
-
-class Keys:
-    """One node's Ed25519 key pair."""
-
-    def __init__(self, private: Ed25519PrivateKey, path: str = ""):
-        self.private, self.path = private, path
-        self.public = _b64(private.public_key().public_bytes(serialization.Encoding.Raw,
-                                                             serialization.PublicFormat.Raw))
-
-    @classmethod
-    def generate(cls) -> "Keys":
-        return cls(Ed25519PrivateKey.generate())
-
-    @classmethod
-    def load_or_create(cls, path: str) -> "Keys":
-        """The key in ``path`` (PEM, PKCS#8), made there (mode 0600) if there is none.
-        ValueError names the file when it holds no usable key."""
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(64 * 1024)
-        except FileNotFoundError:
-            return cls._create(path)
-        except OSError as exc:
-            raise ValueError(f"cannot read the node key {path}: {exc.strerror}") from None
-        try:
-            private = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError):
-            private = None
-        if not isinstance(private, Ed25519PrivateKey):
-            raise ValueError(f"{path} is not an Ed25519 private key (PEM): restore it from your "
-                             "backup, or move it away to make a new key -- a new key cannot "
-                             "continue this NODE_ID in the experiments where it registered")
-        return cls(private, path)
-
-    @classmethod
-    def _create(cls, path: str) -> "Keys":
-        keys = cls(Ed25519PrivateKey.generate(), path)
-        pem = keys.private.private_bytes(serialization.Encoding.PEM,
-                                         serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption())
-        folder = os.path.dirname(path) or "."
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}")
-        try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pem)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.link(tmp, path)          # fails if another process made one meanwhile
-        except FileExistsError:
-            return cls.load_or_create(path)
-        except OSError as exc:
-            raise ValueError(f"cannot write the node key {path}: {exc.strerror}") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        log.info("made this node's key pair in %s (key %s); back it up: without it this "
-                 "NODE_ID cannot continue in the experiments it joins", path,
-                 fingerprint(keys.public))
-        return keys
-
-    def sign(self, message: bytes) -> str:
-        return _b64(self.private.sign(message))
-
-
 class Trust:
     """Seals this node's records and opens everyone's (see the module doc).
 
@@ -200,6 +132,7 @@ class Trust:
         self._lock = threading.RLock()
         self.known: dict[str, dict] = {}      # root -> {"coordinator": [id, key] | None,
         #                                        "nodes": {id: key}, "experiment": sealed text}
+        self._listed: dict[str, tuple] = {}   # root -> (when, keys/ entries)
         self._unknown: dict[tuple, float] = {}  # (root, node) -> when a lookup found no key
         self.refused: Counter = Counter()     # (signer, reason) -> files, since the start
         self._since: Counter = Counter()      # ... since the last round_line
@@ -327,7 +260,7 @@ class Trust:
             raise Refused(path, "-", "not a signed file's path")
         root, signer = where
         experiment = path == f"{root}/experiment.json"
-        registration = experiment or path.startswith(f"{root}/peers/")
+        registration = experiment or path.startswith(f"{root}/keys/")
         pinned = self.coordinator(root)
         claimed = signer if signer != COORDINATOR else (pinned[0] if pinned else "coordinator")
         m = _SEAL_RE.search(data)
@@ -345,6 +278,8 @@ class Trust:
             raise Refused(path, claimed, "no key registered")
         if inline != key:
             raise Refused(path, claimed, "signed by another key")
+        if registration and not experiment and not path.endswith(f".{key_id(key)}.json"):
+            raise Refused(path, claimed, "registers another key than its name says")
         try:
             Ed25519PublicKey.from_public_bytes(base64.b64decode(key)).verify(
                 base64.b64decode(m.group(3)), DOMAIN + path.encode() + b"\n" + body)
@@ -380,17 +315,68 @@ class Trust:
         return key or (self._fetch_node(root, signer) if fetch else None)
 
     def _fetch_node(self, root: str, node: str) -> Optional[str]:
-        """``node``'s registered key from its peer record (one read, not repeated for a
-        while when there is none)."""
+        """``node``'s registered key: its oldest registration that verifies (one listing of
+        keys/, not repeated for a while when there is none)."""
         with self._lock:
             if self.clock() - self._unknown.get((root, node), -1e18) < RETRY_UNKNOWN_S:
                 return None
-        self._peek_or_none(f"{root}/peers/{node}.json")
-        key = self.node_key(root, node)
-        if key is None:
+        key = self.first_registered(root, node)
+        if key is not None:
+            self._learn(root, node, key)
+        else:
             with self._lock:
                 self._unknown[(root, node)] = self.clock()
         return key
+
+    def _registrations(self, root: str, node: str) -> list[str]:
+        """Paths of ``node``'s registrations, oldest first by the store's own clock (a writer
+        can date a file's modification, not its creation: Drive's createdTime, a local
+        file's ctime), at most MAX_REGISTRATIONS."""
+        rx = re.compile(rf"{re.escape(node)}\.[0-9a-f]{{16}}\.json")
+        found = [e for e in self._keys_listing(root, node) if not e.is_dir and rx.fullmatch(e.name)]
+        found.sort(key=lambda e: (e.created or e.mtime, e.name))
+        return [f"{root}/keys/{e.name}" for e in found[:MAX_REGISTRATIONS]]
+
+    def _keys_listing(self, root: str, node: str) -> list:
+        """keys/ as listed at most LISTING_S ago (the first look at many peers costs one
+        listing), listed again when ``node`` is not in it and it is older than a second."""
+        with self._lock:
+            at, entries = self._listed.get(root, (-1e18, []))
+        age = self.clock() - at
+        if age > LISTING_S or (age > 1.0 and not any(e.name.startswith(node + ".")
+                                                     for e in entries)):
+            entries = self.store.list(f"{root}/keys")
+            with self._lock:
+                self._listed[root] = (self.clock(), entries)
+        return entries
+
+    def first_registered(self, root: str, node: str) -> Optional[str]:
+        """The key of ``node``'s oldest registration that verifies (None: none does),
+        whatever this reader has cached: the first registration of a NODE_ID wins."""
+        for path in self._registrations(root, node):
+            try:
+                data = self.store.read(path, 64 * 1024)
+                m = _SEAL_RE.search(data or b"")
+                if m is not None:
+                    self.open(path, data, key=m.group(2).decode())
+                    return m.group(2).decode()
+            except (StoreError, ValueError):
+                continue
+        return None
+
+    def register(self, root: str) -> str:
+        """Register this node's key in ``root`` (keys/{NODE_ID}.{key id}.json, written once:
+        rewriting it would make it younger than an impostor's) and return the key of the
+        NODE_ID's first registration, this node's own or another machine's."""
+        path = f"{root}/keys/{self.node}.{key_id(self.keys.public)}.json"
+        if self.store.read(path, 64 * 1024) is None:
+            body = json.dumps({"node_id": self.node, "key": self.keys.public,
+                               "registered_at": time.time()}).encode()
+            self.store.write(path, self.seal(path, body))
+        with self._lock:
+            self._listed.pop(root, None)          # a fresh listing: who registered first
+        first = self.first_registered(root, self.node)
+        return first or self.keys.public
 
     def _fetch_coordinator(self, root: str) -> Optional[tuple[str, str]]:
         with self._lock:
@@ -410,16 +396,6 @@ class Trust:
                 self.open(path, data)
         except (StoreError, ValueError):
             pass
-
-    def peek(self, path: str, data: bytes) -> tuple[bytes, str]:
-        """(record bytes, key) of a self-registering file (a peer record, experiment.json)
-        verified with the key in its own seal, whatever key this reader knows for its
-        signer: for a node deciding whether a record of its NODE_ID is its own."""
-        m = _SEAL_RE.search(data)
-        if m is None:
-            raise Refused(path, "-", "unsigned")
-        key = m.group(2).decode()
-        return self.open(path, data, key=key), key
 
     # --- reading and writing through the store ---------------------------------------------
 

@@ -11,7 +11,8 @@ start and forges more while they run, in this order:
   w2's log folder belongs; symlinks out of the experiment for round 3's rollout folder, w1's
   log folder and w2's checkpoint folder (each to a folder outside with a file in it);
   forged credit (an unsigned record claiming w1's groups were used 10^9 times);
-* all the time: a forged ``peers/w1.json`` (unsigned, or signed by another key) every 0.1 s;
+* all the time, once w1 has registered: a forged ``peers/w1.json`` (unsigned, or signed by
+  another key) every 0.1 s;
 * round 1: the coordinator is killed and restarted (the deep files still there);
 * round 2: a forged state file saying finished; rollout files named ``w2.7.s64.json`` (not
   w2's) and ``coord.s5.json``; forged round-3 submissions of w1 and w2; round 1's rollout
@@ -39,13 +40,14 @@ from dataclasses import asdict
 from types import SimpleNamespace
 
 from genrl.rollouts import FILE_KIND, SCHEMA_VERSION
+from rgym_exp.drive.store import FolderStore
 from rgym_exp.records import PeerRecord, RoundState
 from rgym_exp.trust import Keys, Trust
 
 DEEP = b'{"a": ' * 600 + b"1" + b"}" * 600
 ROUNDS = 8
 SETTINGS = dict(MAX_ROUNDS=ROUNDS, CHECKPOINT_INTERVAL=1, CHECKPOINT_KEEP=2,
-                ROLLOUT_KEEP_LAST_N_ROUNDS=2, CHAOS_MIN_CALL=0.3)
+                ROLLOUT_KEEP_LAST_N_ROUNDS=2, CHAOS_MIN_CALL=0.3, EVAL_INTERVAL=0)
 FORGED_QUESTION = "Forged: what is 40 + 2?"
 
 
@@ -136,8 +138,19 @@ class Attacker:
     def _run(self) -> None:
         forged = asdict(PeerRecord("w1", "worker", "forger", 10 ** 9, "running", host="evil",
                                    pid=1, phase="forged"))
-        k, once = 0, set()
+        k, once, own = 0, set(), self.path("peers", "w1.json")
         while not self._stop.wait(0.1):
+            if k == 0:      # w1 registers first (trust on first use): forge only after that
+                try:
+                    with open(own, "rb") as fh:
+                        if b'"signature"' not in fh.read():
+                            continue
+                except OSError:
+                    continue
+            if k == 0:      # and Mallory registers a key for w1 too, later than w1's
+                Trust(FolderStore(os.path.dirname(os.path.dirname(self.root))), self.mallory,
+                      "w1").register(self.rel)
+                self.done.append("registered another key for w1")
             k += 1
             self.put("peers/w1.json", json.dumps(forged).encode() if k % 2 else
                      self.forge("peers/w1.json", forged, "w1"))
@@ -219,13 +232,16 @@ def attacked_swarm(drive: str, outside: str, start, timeout: float = 300) -> Sim
     first = {}
     try:
         attacker.start()
-        r = lambda: attacker.state().get("round", -1)  # noqa: E731
-        wait_for(lambda: r() >= 1, timeout, "round 1")
+        # progress from what the workers wrote: the state file itself is forged meanwhile
+        done = lambda node: max([m.get("round", -1) for m in metrics(  # noqa: E731
+            SimpleNamespace(root=attacker.root), node)], default=-1)
+        wait_for(lambda: done("w1") >= 1, timeout, "round 1")
         procs["coord"].send_signal(signal.SIGKILL)
         first["coord"] = procs["coord"].wait()
         procs["coord"] = start("coordinator", "coord")
-        wait_for(lambda: r() >= 4 and len([d for d in os.listdir(attacker.path("checkpoints", "w1"))
-                                            if d.startswith("round_")]) >= 2, timeout,
+        checkpoints = attacker.path("checkpoints", "w1")
+        wait_for(lambda: done("w1") >= 4 and os.path.isdir(checkpoints) and len(
+            [d for d in os.listdir(checkpoints) if d.startswith("round_")]) >= 2, timeout,
                  "round 4 and two checkpoints of w1")
         procs["w1"].send_signal(signal.SIGKILL)
         first["w1"] = procs["w1"].wait()
@@ -303,17 +319,21 @@ def v_forged_round_999999999(run, out):
 
 def v_forged_peer_record(run, out):
     all_finished(run)
-    text = out("w1")
-    check("took over NODE_ID" not in text, "w1 was taken over")
-    return ("peers/w1.json forged every 0.1 s (unsigned, or signed by another key): both w1 "
-            "processes ran on (no 'took over NODE_ID'), exit 0")
+    check("took over NODE_ID" not in out("w1"), "w1 was taken over")
+    check("forged" not in out("coord") + out("w2"), "a forged record of w1 was believed")
+    rounds = sorted({m["round"] for m in metrics(run, "w1")})
+    check(rounds[-1] == ROUNDS - 1, f"w1 did rounds {rounds}")
+    return ("peers/w1.json forged every 0.1 s (unsigned, or signed by a key Mallory registered "
+            f"for w1 after w1 did) was refused by every reader; w1 did rounds {rounds[0]}.."
+            f"{rounds[-1]}, exit 0")
 
 
 def v_junk_case_twin(run, out):
     check(run.codes["w1"] == 0 and "only in case" not in out("w1"), f"w1 exit {run.codes['w1']}")
-    check(re.search(r"ignoring \S+peers/W1\.json: not a signed peer record", out("w1")),
-          "no line about peers/W1.json")
-    return "a junk peers/W1.json was ignored (one warning); w1 restarted and finished, exit 0"
+    check(re.search(r"refused \d+ file\(s\)[^\n]*unsigned \(claiming[^\n]*\bW1\b", out("coord")),
+          "no refusal line names W1")
+    return ("a junk peers/W1.json (W1 registered no key) was refused and named in the round "
+            "lines; w1 restarted and finished, exit 0")
 
 
 def v_rollouts_in_another_s_name(run, out):

@@ -3,7 +3,8 @@ session, and records written as that node would sign them.
 
     exp = node_exp(store)                      # an experiment as node "me" sees it
     write_as(store, "w1", layout.peer("w1"), PeerRecord(...))    # signed by w1
-    register(exp, "p1")                        # p1's peer record, its key known to exp
+    register(exp, "p1")                        # p1's key registered and its peer record, the
+    #                                            key known to exp
 """
 
 from __future__ import annotations
@@ -38,8 +39,12 @@ def body(record) -> bytes:
 
 def write_as(store, node: str, path: str, record) -> bytes:
     """Write ``record`` (a record, dict or JSON bytes) at ``path`` signed by ``node``;
-    returns the sealed bytes."""
-    sealed = signer(store, node).seal(path, body(record))
+    returns the sealed bytes. A peer record comes with ``node``'s key registration in
+    keys/ (as a worker's first start writes it)."""
+    trust = signer(store, node)
+    if "/peers/" in path:
+        trust.register(path.split("/peers/")[0])
+    sealed = trust.seal(path, body(record))
     store.write(path, sealed)
     return sealed
 
@@ -53,14 +58,17 @@ def node_exp(store, node: str = "me", layout: Layout | None = None, info=None):
 
 
 def register(exp, node: str, **fields) -> bytes:
-    """``node``'s signed peer record in ``exp``'s folder, and its key known to ``exp``'s
-    trust (as if read before): later reads of its files cost no lookup."""
+    """``node``'s key registration and signed peer record in ``exp``'s folder, its key known
+    to ``exp``'s trust (as if read before): later reads of its files cost no lookup."""
     path = exp.layout.peer(node)
     record = PeerRecord(**{"node_id": node, "role": "worker", "session": "s-" + node,
                            "beat": 1, "status": "running", **fields})
-    sealed = signer(exp.store, node).seal(path, to_json(record))
-    getattr(exp.store, "inner", exp.store).write(path, sealed)
-    exp.trust.open(path, sealed)
+    store = getattr(exp.store, "inner", exp.store)
+    trust = signer(store, node)
+    trust.register(exp.layout.root)
+    sealed = trust.seal(path, to_json(record))
+    store.write(path, sealed)
+    exp.trust._learn(exp.layout.root, node, keys(node).public)
     return sealed
 
 

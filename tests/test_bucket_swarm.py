@@ -19,7 +19,7 @@ from tests.swarm_helpers import check_folder, node_env, start_node, wait_all
 
 ROUNDS = 3
 REQUESTS_REPORT = "/tmp/rl-swarm-bucket-requests.txt"
-TOP = {"experiment.json", "state", "peers", "rollouts", "submissions", "checkpoints", "logs"}
+TOP = {"experiment.json", "state", "peers", "keys", "rollouts", "submissions", "checkpoints", "logs"}
 
 
 @pytest.fixture(scope="module")

@@ -37,9 +37,8 @@ def node(location: str, node_id: str = "w1", blind: bool = False) -> Heartbeat:
     hb = Heartbeat(node_exp(open_store(location), node_id), node_id, "worker", 0.2,
                    Waiter(0.05, 5))
     if blind:
-        real, looks = hb._registration, []
-        hb._registration = lambda path: (None if not looks.append(1) and len(looks) == 1
-                                         else real(path))
+        real, looks = hb._read, []
+        hb._read = lambda: (None if not looks.append(1) and len(looks) == 1 else real())
     return hb
 
 

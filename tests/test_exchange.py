@@ -14,7 +14,6 @@ from genrl.rewards import RewardRule
 from genrl.rollouts import RolloutGroup, encode_rollouts
 from genrl.sapo import ExternalSelector, group_key
 from genrl.scoring import Scorer
-from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.store import FolderStore
 from rgym_exp.exchange import READ_BUDGET_PER_GROUP, RolloutExchange
 from rgym_exp.records import Submission

@@ -1,6 +1,7 @@
-"""A hostile peer's rollout file in a running swarm: completions built to run a shell command
-(Python eval, exec, sympy) for every task whose scorer evaluates and every default task. The
-honest workers read, re-score and even train on the file's groups; no command runs."""
+"""A hostile peer's rollout file in a running swarm (a member: its key registered, its file
+signed): completions built to run a shell command (Python eval, exec, sympy) for every task
+whose scorer evaluates and every default task. The honest workers read, re-score and even
+train on the file's groups; no command runs."""
 
 import json
 import os
@@ -11,6 +12,9 @@ from genrl.data import ReasoningGymSource, TaskSpec, parse_tasks
 from genrl.evaluation import EVAL_SEED
 from genrl.rollouts import RolloutGroup, encode_rollouts
 from rgym_exp.drive.layout import Layout
+from rgym_exp.drive.store import FolderStore
+from rgym_exp.records import PeerRecord
+from tests.signing import write_as
 from tests.swarm_helpers import exp_dir, metrics, node_env, start_node, wait_all
 from tests.test_scoring import payloads
 
@@ -27,7 +31,9 @@ def attacked(tiny_llama, tmp_path_factory):
                    MAX_NEW_TOKENS=160)         # the payloads fit: the cut is not what stops them
     source = ReasoningGymSource(parse_tasks(TASKS), seed=42, curriculum=True)
     source.eval_set(24, EVAL_SEED)                      # the workers refuse held-out questions
-    layout = Layout("exp")
+    layout, store = Layout("exp"), FolderStore(drive)
+    # a member of the swarm: its key registered (rgym_exp/trust.py), its files signed
+    write_as(store, "evil", layout.peer("evil"), PeerRecord("evil", "worker", "s", 1, "running"))
     for r in range(2):
         groups = []
         for k, task in enumerate(t.name for t in source.tasks):
@@ -36,10 +42,8 @@ def attacked(tiny_llama, tmp_path_factory):
             right = [f"<answer>{q.answer}</answer>"] if q.answer is not None else []
             texts = payloads(str(marks / f"{task}-{r}")) + right
             groups.append(RolloutGroup("evil", r, "m", q.text, q.source, texts, [1.0] * len(texts)))
-        path = os.path.join(drive, layout.rollout(r, "evil", None, len(groups)))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as fh:
-            fh.write(encode_rollouts(groups, "evil", r))
+        write_as(store, "evil", layout.rollout(r, "evil", None, len(groups)),
+                 encode_rollouts(groups, "evil", r))
     procs = [start_node(env, str(root / f"{n}.log"), role, n)
              for role, n in (("coordinator", "coord"), ("worker", "w1"), ("worker", "w2"))]
     codes = wait_all(procs, timeout=300)

@@ -36,12 +36,14 @@ from rgym_exp.exchange import RolloutExchange
 from rgym_exp.experiment import Experiment, question_source
 from rgym_exp.heartbeat import Heartbeat
 from rgym_exp.node_log import NodeLogs
-from rgym_exp.records import RecordReader, RoundState, StateTracker, to_json, write_record
+from rgym_exp.records import RecordReader, RoundState, StateTracker, to_json
 from rgym_exp.waiting import Stopped, Waiter
+from rgym_exp.trust import Trust
 from rgym_exp.worker import Worker
 from tests.junk import HUGE_BYTES, PATH_LIKE_NAMES, plant_junk
 from tests.swarm_helpers import (REPO, check_folder, exp_dir, metrics, node_env, read_json,
                                  start_node, wait_all, wait_for)
+from tests.signing import pin, write_as
 from tests.test_coordinator import beat, make, submit
 
 CHAOS_NODE = "tests.chaos_node"
@@ -97,10 +99,14 @@ def test_a_replaced_file_can_read_stale_for_a_while_and_rounds_still_only_go_for
     clock.offset = 11
     assert b.read("s/x.json", 9) == b"new"
     a, b, clock = two_processes(drive, stale=0.5, seed=1)
-    tracker, seen = StateTracker(RecordReader(b), "s/state.json"), []
+    layout = Layout("exp")
+    pin(a, layout, "coord")                    # b's reader knows the coordinator's key
+    trust = Trust(b)
+    trust.open(layout.experiment_file, a.read(layout.experiment_file, 1 << 20))
+    tracker, seen = StateTracker(RecordReader(b, trust), layout.state_file), []
     for r in range(1, 30):
-        write_record(a, "s/state.json", RoundState(round=r, started_at=0, deadline=1, max_rounds=99,
-                                                   updated_at=r))
+        write_as(a, "coord", layout.state_file, RoundState(round=r, started_at=0, deadline=1,
+                                                           max_rounds=99, updated_at=r))
         for _ in range(3):
             seen.append(tracker.refresh().round)
     assert seen == sorted(seen) and seen[-1] == 29 and tracker.stale_reads > 5

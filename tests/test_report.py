@@ -5,7 +5,6 @@ tables experiments against the first (the baseline)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 

@@ -11,7 +11,6 @@ from collections import Counter
 
 import pytest
 
-from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.store import FolderStore
 from rgym_exp.heartbeat import DuplicateNode, Heartbeat
 from rgym_exp.readers import Peers
@@ -139,7 +138,9 @@ def test_peers_are_one_listing_and_reads_of_the_records_that_changed(tmp_path):
     peers = Peers(exp.store, exp.layout, exp.reader, reread_s=300, settle_s=75, clock=clock)
     exp.store.calls.clear()
     assert len(peers.refresh()) == 20
-    assert exp.store.calls == Counter({("list", "peers"): 1, ("read", "peers"): 20})
+    assert exp.store.calls == Counter({("list", "peers"): 1, ("read", "peers"): 20,
+                                       # each key looked up once, in one listing of keys/
+                                       ("list", "keys"): 1, ("read", "keys"): 20})
     exp.store.calls.clear()
     clock.now += 15
     write_as(exp.store.inner, "w3", exp.layout.peer("w3"), PeerRecord(

@@ -171,7 +171,7 @@ def test_status_reads_a_drive_api_folder_the_same_way(swarm, capsys):
     from tests.fake_drive import FakeDrive
     with FakeDrive() as fake:
         copy_to(open_store(f"gdrive://{fake.root_id}", endpoint=fake.url), swarm,
-                ("experiment.json", "state", "peers"))
+                ("experiment.json", "state", "peers", "keys"))
         assert main(["--gdrive-path", f"gdrive://{fake.root_id}", "--endpoint", fake.url,
                      "--experiment", "exp"]) == 0
     table = rows(capsys.readouterr().out)

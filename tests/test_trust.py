@@ -117,7 +117,7 @@ def test_refusing_an_unsigned_file_costs_no_request_and_a_signer_is_looked_up_on
     for r in range(5):
         path = f"{ROOT}/rollouts/round_{r}/w2.json"
         reader.open(path, signer(store, "w2").seal(path, b'{"r": 1}'))
-    assert store.calls == {("read", "peers"): 1}
+    assert store.calls == {("list", "keys"): 1, ("read", "keys"): 1}   # one lookup
 
 
 # --- trust on first use ------------------------------------------------------------------------
@@ -127,13 +127,33 @@ def test_the_first_key_registered_for_a_node_wins_and_is_remembered_across_resta
     path = f"{ROOT}/peers/w2.json"
     reader = Trust(store, keys("me"), "me", cache)
     reader.open(path, write_as(store, "w2", path, PeerRecord("w2", "worker", "s", 1, "running")))
-    impostor = Trust(store, Keys.generate(), "w2").seal(
+    mallory = Trust(store, Keys.generate(), "w2")
+    assert mallory.register(ROOT) == keys("w2").public      # registered later: it loses
+    impostor = mallory.seal(
         path, b'{"node_id": "w2", "role": "worker", "session": "x", "beat": 9, "status": "running"}')
     again = Trust(store, keys("me"), "me", cache)          # the node restarted
-    for trust in (reader, again):
+    newcomer = Trust(store)                                 # never saw w2: looks keys/ up
+    for trust in (reader, again, newcomer):
         with pytest.raises(Refused, match="signed by another key"):
             trust.open(path, impostor)
-    assert Trust(store).open(path, impostor)               # a newcomer cannot know better
+    assert newcomer.node_key(ROOT, "w2") == keys("w2").public
+
+
+def test_a_registration_is_the_oldest_by_the_store_s_clock_and_names_its_own_key(tmp_path):
+    store = FolderStore(str(tmp_path))
+    mallory = Trust(store, Keys.generate(), "w3")
+    first = mallory.register(ROOT)                          # the first to register w3
+    assert first == mallory.keys.public
+    folder = tmp_path / ROOT / "keys"
+    (name,) = os.listdir(folder)
+    os.utime(folder / name, (1e9, 1e9))                     # a writer can date mtime ...
+    assert signer(store, "w3").register(ROOT) == mallory.keys.public   # ... not creation
+    assert Trust(store).first_registered(ROOT, "w3") == mallory.keys.public
+    # a registration under a name that is not its key's id is no registration
+    store2 = FolderStore(str(tmp_path / "two"))
+    sealed = signer(store2, "w4").seal(f"{ROOT}/keys/w4.0123456789abcdef.json", b'{"node_id": "w4"}')
+    store2.write(f"{ROOT}/keys/w4.0123456789abcdef.json", sealed)
+    assert Trust(store2).first_registered(ROOT, "w4") is None
 
 
 def test_a_replaced_experiment_json_keeps_the_first_for_running_nodes_and_stops_starting_ones(
@@ -261,19 +281,24 @@ def test_a_forged_peer_record_rewritten_over_a_running_node_never_takes_it_over(
     assert exp.reader.read(PeerRecord, hb.path).session == hb.record.session
 
 
-def test_an_impostor_record_is_ignored_by_the_node_that_registered_the_id_here(tmp_path, caplog):
+def test_an_older_registration_by_another_key_is_an_impostor_only_where_ours_was_made(
+        tmp_path, caplog):
     from rgym_exp.heartbeat import DuplicateNode, Heartbeat
     from rgym_exp.waiting import Waiter
     cfg = config(tmp_path)
     exp = Experiment.open(cfg)
     Heartbeat(exp, "w1", "worker", 0.2, Waiter(0.05, 5)).claim()
-    impostor = PeerRecord("w1", "worker", "x", beat=5, status="stopped")
+    folder = os.path.join(cfg.GDRIVE_PATH, ROOT, "keys")
+    for name in os.listdir(folder):                        # ours removed, an impostor's made
+        os.remove(os.path.join(folder, name))
+    Trust(exp.store, Keys.generate(), "w1").register(ROOT)
     exp.store.write(exp.layout.peer("w1"), Trust(exp.store, Keys.generate(), "w1").seal(
-        exp.layout.peer("w1"), json.dumps(impostor.__dict__).encode()))
+        exp.layout.peer("w1"), json.dumps(PeerRecord("w1", "worker", "x", beat=5,
+                                                     status="stopped").__dict__).encode()))
     again = Experiment.open(cfg)                           # restarted on this machine
     with caplog.at_level(logging.WARNING):
         Heartbeat(again, "w1", "worker", 0.2, Waiter(0.05, 5)).claim()
-    assert "an impostor's record, ignored" in caplog.text
+    assert "ours was removed" in caplog.text
     other = Experiment.open(config(tmp_path / "machine2"))  # another machine, another key
     other.use_store(FolderStore(cfg.GDRIVE_PATH))
     with pytest.raises(DuplicateNode, match="registered with another key .*copy the key file"):

@@ -30,6 +30,7 @@ import logging
 import mimetypes
 import os
 import re
+from typing import Optional
 
 from rgym_exp.drive.drive_auth import DriveError, Step, about, connect, epoch
 from rgym_exp.drive.drive_index import ALL_DRIVES, FOLDER, META, DriveIndex, newest, split
@@ -249,7 +250,9 @@ class DriveApiStore(DriveIndex):
             if name and not name.startswith(".") and (seen is None or newest([seen, item]) is item):
                 by_name[name] = item
         entries = visible_entries([Entry(n, int(f.get("size") or 0), f.get("mimeType") == FOLDER,
-                                         epoch(f.get("modifiedTime", ""))) for n, f in by_name.items()])
+                                         epoch(f.get("modifiedTime", "")),
+                                         epoch(f.get("createdTime", "")))
+                                   for n, f in by_name.items()])
         hints = {}
         for e in entries:  # a conflict copy shown under its file's name is read by that name
             hints[e.name] = by_name.get(e.name) or max(

@@ -239,7 +239,7 @@ class FolderStore:
                                         _kind(st.st_mode))
                         continue
                     entries.append(Entry(e.name, st.st_size, stat.S_ISDIR(st.st_mode),
-                                         st.st_mtime))
+                                         st.st_mtime, st.st_ctime))
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as exc:

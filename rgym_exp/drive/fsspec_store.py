@@ -65,8 +65,8 @@ _HOW = {"s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and
 _MEMORY_LOCK = threading.Lock()
 
 
-def _mtime(info: dict) -> float:
-    for key in ("LastModified", "updated", "mtime", "created"):
+def _mtime(info: dict, keys=("LastModified", "updated", "mtime", "created")) -> float:
+    for key in keys:
         value = info.get(key)
         if isinstance(value, datetime):
             return value.timestamp()
@@ -245,7 +245,8 @@ class FsspecStore:
             base = posixpath.basename(name)
             if visible_name(base):
                 entries[base] = Entry(base, int(info.get("size") or 0),
-                                      info.get("type") == "directory", _mtime(info))
+                                      info.get("type") == "directory", _mtime(info),
+                                      _mtime(info, ("timeCreated", "created", "LastModified")))
         return [entries[n] for n in sorted(entries)]
 
     def _objects(self, action: str, path: str) -> list[str]:

@@ -86,6 +86,8 @@ class Entry:
     size: int = 0
     is_dir: bool = False
     mtime: float = 0.0
+    created: float = 0.0    # when the store made it, by the store's clock (not the writer's
+    #                         say: Drive's createdTime, a local file's ctime); 0.0: unknown
 
 
 def visible_name(name: str) -> bool:
@@ -111,7 +113,7 @@ def visible_entries(entries: list[Entry]) -> list[Entry]:
         original = None if e.is_dir else conflict_original(e.name)
         if original and original not in shown and (
                 original not in orphans or e.mtime > orphans[original].mtime):
-            orphans[original] = Entry(original, e.size, False, e.mtime)
+            orphans[original] = Entry(original, e.size, False, e.mtime, e.created)
     shown.update(orphans)
     return [shown[name] for name in sorted(shown)]
 
