@@ -54,7 +54,7 @@ from tests.swarm_helpers import (check_folder, exp_dir, metrics, node_env,  # no
 PROCS: list[subprocess.Popen] = []            # every process started, killed at exit
 NAME = NAME_PATTERN                           # node ids, as the protocol allows them
 OWNED = [re.compile(rf"^experiments/[^/]+/{p}") for p in (
-    rf"peers/({NAME})\.json$", rf"\.claims/({NAME})\.\d+$",
+    rf"peers/({NAME})\.json$", rf"keys/({NAME})\.[0-9a-f]{{16}}\.json$", rf"\.claims/({NAME})\.\d+$",
     rf"rollouts/round_\d+/({NAME})(\.\d+)?(\.s\d+)?\.json$",
     rf"submissions/round_\d+/({NAME})\.json$", rf"checkpoints/({NAME})/", rf"logs/({NAME})/")]
 COORDINATOR_ONLY = re.compile(r"^experiments/[^/]+/(experiment\.json|state/|rollouts/round_\d+$|"

@@ -51,7 +51,6 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 import uuid
 from collections import Counter
@@ -61,8 +60,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from genrl.rollouts import NAME_PATTERN, parse_json
+from rgym_exp.drive.layout import keys_dir, registration as registration_path
 from rgym_exp.drive.store import StoreError
 from rgym_exp.node_keys import Keys, fingerprint, key_id  # noqa: F401 - Keys: readers' one door
+from rgym_exp.refusals import MAX_SIGNERS, Refusals  # noqa: F401 - status shows MAX_SIGNERS
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,6 @@ DOMAIN = b"rl-swarm signed file 1\n"
 COORDINATOR = "(coordinator)"       # signer_of's answer for the coordinator's files
 LISTING_S = 10.0                    # keys/ listed at most this often for lookups
 MAX_REGISTRATIONS = 8               # registrations of one NODE_ID read, oldest first
-MAX_SIGNERS = 256                   # names kept in the refusal counts (others: "(others)")
 RETRY_UNKNOWN_S = 30.0              # a node with no registered key is looked up again after this
 _KEY = r"[A-Za-z0-9+/]{43}="
 _SIG = r"[A-Za-z0-9+/]{86}=="
@@ -119,7 +119,7 @@ def signer_of(path: str) -> Optional[tuple[str, str]]:
     return None
 
 
-class Trust:
+class Trust(Refusals):
     """Seals this node's records and opens everyone's (see the module doc).
 
     ``store``: where registrations are fetched from; ``keys``/``node``: this node's key
@@ -129,13 +129,11 @@ class Trust:
     def __init__(self, store, keys: Optional[Keys] = None, node: str = "",
                  cache: Optional[str] = None, clock=time.monotonic):
         self.store, self.keys, self.node, self.cache, self.clock = store, keys, node, cache, clock
-        self._lock = threading.RLock()
+        Refusals.__init__(self)
         self.known: dict[str, dict] = {}      # root -> {"coordinator": [id, key] | None,
         #                                        "nodes": {id: key}, "experiment": sealed text}
         self._listed: dict[str, tuple] = {}   # root -> (when, keys/ entries)
         self._unknown: dict[tuple, float] = {}  # (root, node) -> when a lookup found no key
-        self.refused: Counter = Counter()     # (signer, reason) -> files, since the start
-        self._since: Counter = Counter()      # ... since the last round_line
         self.stats = Counter()                # signed, opened, seconds
         self._load()
 
@@ -260,7 +258,7 @@ class Trust:
             raise Refused(path, "-", "not a signed file's path")
         root, signer = where
         experiment = path == f"{root}/experiment.json"
-        registration = experiment or path.startswith(f"{root}/keys/")
+        registration = experiment or path.startswith(keys_dir(root) + "/")
         pinned = self.coordinator(root)
         claimed = signer if signer != COORDINATOR else (pinned[0] if pinned else "coordinator")
         m = _SEAL_RE.search(data)
@@ -335,7 +333,7 @@ class Trust:
         rx = re.compile(rf"{re.escape(node)}\.[0-9a-f]{{16}}\.json")
         found = [e for e in self._keys_listing(root, node) if not e.is_dir and rx.fullmatch(e.name)]
         found.sort(key=lambda e: (e.created or e.mtime, e.name))
-        return [f"{root}/keys/{e.name}" for e in found[:MAX_REGISTRATIONS]]
+        return [f"{keys_dir(root)}/{e.name}" for e in found[:MAX_REGISTRATIONS]]
 
     def _keys_listing(self, root: str, node: str) -> list:
         """keys/ as listed at most LISTING_S ago (the first look at many peers costs one
@@ -345,7 +343,7 @@ class Trust:
         age = self.clock() - at
         if age > LISTING_S or (age > 1.0 and not any(e.name.startswith(node + ".")
                                                      for e in entries)):
-            entries = self.store.list(f"{root}/keys")
+            entries = self.store.list(keys_dir(root))
             with self._lock:
                 self._listed[root] = (self.clock(), entries)
         return entries
@@ -368,7 +366,7 @@ class Trust:
         """Register this node's key in ``root`` (keys/{NODE_ID}.{key id}.json, written once:
         rewriting it would make it younger than an impostor's) and return the key of the
         NODE_ID's first registration, this node's own or another machine's."""
-        path = f"{root}/keys/{self.node}.{key_id(self.keys.public)}.json"
+        path = registration_path(root, self.node, key_id(self.keys.public))
         if self.store.read(path, 64 * 1024) is None:
             body = json.dumps({"node_id": self.node, "key": self.keys.public,
                                "registered_at": time.time()}).encode()
@@ -406,40 +404,3 @@ class Trust:
 
     def write(self, path: str, body: bytes) -> None:
         self.store.write(path, self.seal(path, body))
-
-    # --- what was refused ---------------------------------------------------------------------
-
-    def count(self, signer: str, reason: str) -> None:
-        """Count one refused file (``open`` counts its own; callers, what they refuse)."""
-        with self._lock:
-            if len({s for s, _ in self.refused}) >= MAX_SIGNERS and not any(
-                    s == signer for s, _ in self.refused):
-                signer = "(others)"
-            self.refused[(signer, reason)] += 1
-            self._since[(signer, reason)] += 1
-
-    def refused_by_signer(self, limit: int = 32) -> dict:
-        """{claimed signer: {reason: files}} for a peer record: the ``limit`` signers with
-        the most refused files."""
-        with self._lock:
-            per: dict[str, dict] = {}
-            for (signer, reason), n in self.refused.items():
-                per.setdefault(signer, {})[reason] = n
-        top = sorted(per, key=lambda s: -sum(per[s].values()))[:limit]
-        return {s: per[s] for s in sorted(top)}
-
-    def round_line(self, what: str) -> Optional[str]:
-        """One line naming the files refused since the last call (None if none were)."""
-        with self._lock:
-            since, self._since = self._since, Counter()
-        if not since:
-            return None
-        by_reason: dict[str, list] = {}
-        for (signer, reason), n in since.most_common():
-            by_reason.setdefault(reason, []).append((signer, n))
-        parts = []
-        for reason, items in by_reason.items():
-            names = ", ".join(s for s, _ in items[:4]) + (", ..." if len(items) > 4 else "")
-            parts.append(f"{sum(n for _, n in items)} {reason} (claiming {names})")
-        return (f"{what}: refused {sum(since.values())} file(s) that failed verification, "
-                f"ignored: {'; '.join(parts)}")

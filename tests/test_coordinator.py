@@ -212,9 +212,10 @@ def test_the_coordinator_reads_peers_from_one_listing_and_only_records_that_chan
         state = coord.tick(state)
     assert coord.live_workers() == set(workers)
     listings, reads = store.calls[("list", "peers")], store.calls[("read", "peers")]
-    # a listing every 2 heartbeats; each record read when first seen and about once per
-    # 10 heartbeats (5 min) after, not every look (the old way: 20 x 20 = 400 reads)
-    assert listings == 5 and reads <= 2 * len(workers), (listings, reads)
+    # a listing every 2 heartbeats (jittered a quarter either way); each record read when
+    # first seen and about once per 10 heartbeats (5 min) after, not every look (the old
+    # way: 20 x 20 = 400 reads)
+    assert 4 <= listings <= 6 and reads <= 2 * len(workers), (listings, reads)
     assert store.calls[("write", "state")] <= 2              # waiting_for: at most once a minute
 
 

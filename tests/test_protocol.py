@@ -100,7 +100,8 @@ def test_each_node_only_changes_its_own_files(drive, tmp_path, tiny_llama):
         assert paths, node
         for path in paths:
             parts = path.split("/")
-            named = parse_rollout_name(parts[-1]) or (parse_node_file(parts[-1]),)
+            named = ((parts[-1].split(".")[0],) if parts[-2] == "keys" else
+                     parse_rollout_name(parts[-1]) or (parse_node_file(parts[-1]),))
             assert node in parts or named[0] == node, (node, path)
     for path in cexp.store.changed:
         assert ("state" in path.split("/") or path.endswith("experiment.json")

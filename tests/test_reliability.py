@@ -43,7 +43,7 @@ from rgym_exp.worker import Worker
 from tests.junk import HUGE_BYTES, PATH_LIKE_NAMES, plant_junk
 from tests.swarm_helpers import (REPO, check_folder, exp_dir, metrics, node_env, read_json,
                                  start_node, wait_all, wait_for)
-from tests.signing import pin, write_as
+from tests.signing import pin, signer, write_as
 from tests.test_coordinator import beat, make, submit
 
 CHAOS_NODE = "tests.chaos_node"
@@ -133,12 +133,13 @@ def test_transient_errors_strike_every_operation_and_retrying_rides_them_out(dri
 
 def test_partial_reads_are_torn_files_that_read_as_not_there_yet(drive):
     a, b, _ = two_processes(drive, partial=1.0)
-    whole = to_json(RoundState(round=3, started_at=0, deadline=1, max_rounds=9))
-    a.write("s/state.json", whole)
-    torn = b.read("s/state.json", 999)
+    path = Layout("exp").state_file
+    whole = write_as(a, "coord", path, RoundState(round=3, started_at=0, deadline=1, max_rounds=9))
+    torn = b.read(path, 999)
     assert len(torn) < len(whole) and whole.startswith(torn)
-    reader = RecordReader(b)
-    assert reader.read(RoundState, "s/state.json") is None and reader.unreadable == 1
+    reader = RecordReader(b)                   # torn: no whole JSON, not a refused signature
+    assert reader.read(RoundState, path) is None and reader.unreadable == 1
+    assert reader.refused == 0
 
 
 def test_conflict_copies_appear_beside_writes_and_no_listing_shows_them(drive):
@@ -234,7 +235,8 @@ def junk_round(tmp_path_factory):
     for node in ("w2", "w3"):
         wrong = "5" if node == "w2" else "6"         # two groups, not one group twice
         group = RolloutGroup(node, 0, "m", "What is 2+2?", {}, ["<answer>4</answer>", wrong], [1, 0])
-        FolderStore(drive).write(layout.rollout(0, node), encode_rollouts([group], node, 0))
+        signer(FolderStore(drive), node).register(layout.root)      # members: keys registered
+        write_as(FolderStore(drive), node, layout.rollout(0, node), encode_rollouts([group], node, 0))
     return drive, layout, folder, kinds
 
 
@@ -247,7 +249,7 @@ class TwoPlusTwo:
 
 def gather(drive, layout, want, seed=0):
     spy = Spy(FolderStore(drive))
-    exchange = RolloutExchange(SimpleNamespace(store=spy, layout=layout), "w1")
+    exchange = RolloutExchange(SimpleNamespace(store=spy, layout=layout, trust=Trust(spy)), "w1")
     selector = ExternalSelector(TwoPlusTwo(), Scorer(), "w1")
     return exchange.gather(0, want, selector, np.random.default_rng(seed)), spy
 
@@ -272,12 +274,15 @@ def test_every_junk_file_is_rejected_with_a_reason_and_never_opened_by_a_path_li
     allowed = re.compile(rf"experiments/exp/rollouts/round_0/{NAME_PATTERN}(\.[0-9]{{1,4}})?(\.s[0-9]{{1,3}})?\.json")
     listed = set(os.listdir(folder))
     assert len(spy.reads) > 800 and spy.changes == []
-    for path in spy.reads:
-        assert allowed.fullmatch(path) and path.rsplit("/", 1)[1] in listed, path
+    keys = re.compile(rf"experiments/exp/keys/{NAME_PATTERN}\.[0-9a-f]{{16}}\.json")
+    for path in spy.reads:                     # a signer's key is looked up once (trust.py)
+        assert keys.fullmatch(path) or (allowed.fullmatch(path) and
+                                        path.rsplit("/", 1)[1] in listed), path
     assert layout.rollout(0, "huge-peer") not in spy.reads           # 100 MB: skipped unread
     assert got.rejected["file over the size cap"] == 1
     assert got.rejected["not a rollout file name"] >= len(PATH_LIKE_NAMES) - 2
-    assert got.rejected["unreadable"] == kinds.get("named pipe", 0)   # refused, never waited on
+    assert layout.rollout(0, "pipe-peer") not in spy.reads      # a named pipe: skipped in the
+    assert got.rejected["unreadable"] == 0                      # listing, never opened
     reasons = " | ".join(got.rejected)
     for why in ("not valid JSON", "NaN is not allowed", "not UTF-8", "nested too deeply",
                 "claims to be from", "not a rollout file", "schema 2 is not 1", "over the cap",
@@ -569,7 +574,10 @@ def faulty_swarm(tiny_llama, tmp_path_factory):
     try:
         wait_for(lambda: peer(drive, "w1").get("phase") in ("evaluating", "generating"),
                  what="w1 held in round 0")   # both call generate, where the hold is
-        twin_env = node_env(drive, tiny_llama, str(root / "home2"), FAULTS="io_error=0.1,seed=8")
+        # another process with w1's key (on another machine, another key is refused for
+        # that alone: tests/test_trust.py)
+        twin_env = node_env(drive, tiny_llama, str(root / "home2"), FAULTS="io_error=0.1,seed=8",
+                            KEY_DIR=str(root / "home" / ".config" / "rl-swarm" / "keys"))
         twin = start_node(twin_env, str(root / "twin.log"), "worker", "w1")
         twin_code = twin.wait(timeout=120)
         w1_round = peer(drive, "w1").get("round")

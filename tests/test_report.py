@@ -160,7 +160,7 @@ def test_series_read_through_the_drive_api_equal_the_folders(drive):
     base = exp_dir(drive, "sapo")
     with FakeDrive() as fake:
         store = open_store(f"gdrive://{fake.root_id}", endpoint=fake.url)
-        for top in ("peers", "logs/w1", "submissions"):  # w2 without metrics: from submissions
+        for top in ("keys", "peers", "logs/w1", "submissions"):  # w2 without metrics: from submissions
             for folder, _, files in os.walk(os.path.join(base, top)):
                 store.makedirs(f"experiments/sapo/{os.path.relpath(folder, base)}")  # as the
                 for name in files:                  # coordinator makes round folders ahead

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,10 +20,9 @@ from genrl.rollouts import RolloutGroup, encode_rollouts
 from genrl.sapo import ExternalSelector
 from genrl.scoring import Scorer
 from genrl.tasks import PAPER_TASKS, _dataset
-from rgym_exp.drive.layout import Layout
 from rgym_exp.drive.store import FolderStore
 from rgym_exp.exchange import RolloutExchange
-from rgym_exp.records import RecordReader
+from tests.signing import node_exp, signer, write_as
 
 SCORER = Scorer()
 DEFAULT_MIX = list(PAPER_TASKS) + ["chain_sum"]
@@ -137,12 +135,13 @@ def test_one_pathological_completion_scores_in_under_a_second():
 
 def test_a_peer_file_of_40_pathological_completions_delays_gathering_by_under_5_seconds(tmp_path):
     store = FolderStore(str(tmp_path))
-    exp = SimpleNamespace(store=store, layout=Layout("exp"), reader=RecordReader(store))
+    exp = node_exp(store, "me")
+    signer(store, "evil").register(exp.layout.root)            # a member of the swarm
     source = ReasoningGymSource(parse_tasks("chain_sum,binary_matrix"), seed=3)
     texts = (pathological() * 5)[:8]
     groups = [RolloutGroup("evil", 0, "m", q.text, q.source, texts, [0.0] * 8)
               for q in source.draw("evil", 0, 5)]
-    store.write(exp.layout.rollout(0, "evil", None, 5), encode_rollouts(groups, "evil", 0))
+    write_as(store, "evil", exp.layout.rollout(0, "evil", None, 5), encode_rollouts(groups, "evil", 0))
     selector = ExternalSelector(source, Scorer(), "me")
     t0 = time.perf_counter()
     got = RolloutExchange(exp, "me").gather(0, 4, selector, np.random.default_rng(0))

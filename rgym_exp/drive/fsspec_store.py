@@ -39,6 +39,7 @@ from rgym_exp.drive.store import (Entry, RetryingStore, StoreError, TooLarge, Tr
                                   check_path, visible_name)
 
 log = logging.getLogger(__name__)
+COPY_CHUNK = 8 << 20     # bytes per read of a download
 
 # URL scheme -> (fsspec protocol, package, extra, how exclusive create is done)
 SCHEMES = {
@@ -219,10 +220,17 @@ class FsspecStore:
         if size > max_bytes:
             raise TooLarge(f"{path} is larger than the {max_bytes}-byte cap")
         tmp = f"{local_path}.part"
+
+        def copy():    # capped while it copies: an object replaced by a bigger one meanwhile
+            with self.fs.open(full, "rb") as src, open(tmp, "wb") as out:   # stops at the cap
+                copied = 0
+                while chunk := src.read(min(COPY_CHUNK, max_bytes + 1 - copied)):
+                    copied += len(chunk)
+                    if copied > max_bytes:
+                        raise TooLarge(f"{path} is larger than the {max_bytes}-byte cap")
+                    out.write(chunk)
         try:
-            self._call("download", path, self.fs.get_file, full, tmp)
-            if os.path.getsize(tmp) > max_bytes:  # replaced by a bigger one meanwhile
-                raise TooLarge(f"{path} is larger than the {max_bytes}-byte cap")
+            self._call("download", path, copy)
             os.replace(tmp, local_path)
             return True
         except FileNotFoundError:

@@ -86,6 +86,16 @@ def local_folder(cache_dir: str, location: str, experiment: str) -> str:
     return os.path.join(os.path.expanduser(cache_dir), f"{check_name('EXPERIMENT_NAME', experiment)}-{key}")
 
 
+def keys_dir(root: str) -> str:
+    """Where the workers of the experiment at ``root`` register their keys (trust.py)."""
+    return f"{root}/keys"
+
+
+def registration(root: str, node: str, key_id: str) -> str:
+    """``node``'s registration of the key whose id is ``key_id`` (once per key)."""
+    return f"{keys_dir(root)}/{check_name('NODE_ID', node)}.{key_id}.json"
+
+
 class Layout:
     def __init__(self, experiment: str):
         self.experiment = check_name("EXPERIMENT_NAME", experiment)
@@ -102,6 +112,10 @@ class Layout:
     @property
     def peers_dir(self) -> str:
         return f"{self.root}/peers"
+
+    @property
+    def keys_dir(self) -> str:
+        return keys_dir(self.root)
 
     def peer(self, node: str) -> str:
         return f"{self.peers_dir}/{check_name('NODE_ID', node)}.json"
