@@ -365,15 +365,21 @@ class Trust(Refusals):
     def register(self, root: str) -> str:
         """Register this node's key in ``root`` (keys/{NODE_ID}.{key id}.json, written once:
         rewriting it would make it younger than an impostor's) and return the key of the
-        NODE_ID's first registration, this node's own or another machine's."""
-        path = registration_path(root, self.node, key_id(self.keys.public))
-        if self.store.read(path, 64 * 1024) is None:
-            body = json.dumps({"node_id": self.node, "key": self.keys.public,
-                               "registered_at": time.time()}).encode()
-            self.store.write(path, self.seal(path, body))
+        NODE_ID's first registration, this node's own or another machine's. A NODE_ID some
+        other key registered first is not written to at all (the node is refused)."""
         with self._lock:
             self._listed.pop(root, None)          # a fresh listing: who registered first
         first = self.first_registered(root, self.node)
+        if first is not None and first != self.keys.public:
+            return first
+        path = registration_path(root, self.node, key_id(self.keys.public))
+        if first is None and self.store.read(path, 64 * 1024) is None:
+            body = json.dumps({"node_id": self.node, "key": self.keys.public,
+                               "registered_at": time.time()}).encode()
+            self.store.write(path, self.seal(path, body))
+            with self._lock:
+                self._listed.pop(root, None)
+            first = self.first_registered(root, self.node)   # two at once: the oldest wins
         return first or self.keys.public
 
     def _fetch_coordinator(self, root: str) -> Optional[tuple[str, str]]:

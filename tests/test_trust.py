@@ -17,7 +17,7 @@ from rgym_exp.drive.store import FolderStore
 from rgym_exp.experiment import Experiment, ExperimentMismatch, node_trust, question_source
 from rgym_exp.records import (ExperimentInfo, PeerRecord, RecordReader, RoundState, StateTracker,
                               parse, read_info)
-from rgym_exp.trust import Keys, Refused, Trust, parse_record, signer_of
+from rgym_exp.trust import Keys, Refused, Trust, key_id, parse_record, signer_of
 from tests.signing import keys, node_exp, pin, register, signer, write_as
 
 ROOT = "experiments/exp"
@@ -141,14 +141,13 @@ def test_the_first_key_registered_for_a_node_wins_and_is_remembered_across_resta
 
 def test_a_registration_is_the_oldest_by_the_store_s_clock_and_names_its_own_key(tmp_path):
     store = FolderStore(str(tmp_path))
+    assert signer(store, "w3").register(ROOT) == keys("w3").public   # w3 registers first
     mallory = Trust(store, Keys.generate(), "w3")
-    first = mallory.register(ROOT)                          # the first to register w3
-    assert first == mallory.keys.public
+    assert mallory.register(ROOT) == keys("w3").public              # later: it loses
     folder = tmp_path / ROOT / "keys"
-    (name,) = os.listdir(folder)
-    os.utime(folder / name, (1e9, 1e9))                     # a writer can date mtime ...
-    assert signer(store, "w3").register(ROOT) == mallory.keys.public   # ... not creation
-    assert Trust(store).first_registered(ROOT, "w3") == mallory.keys.public
+    (late,) = [n for n in os.listdir(folder) if key_id(mallory.keys.public) in n]
+    os.utime(folder / late, (1e9, 1e9))       # a writer can backdate mtime, not creation
+    assert Trust(store).first_registered(ROOT, "w3") == keys("w3").public
     # a registration under a name that is not its key's id is no registration
     store2 = FolderStore(str(tmp_path / "two"))
     sealed = signer(store2, "w4").seal(f"{ROOT}/keys/w4.0123456789abcdef.json", b'{"node_id": "w4"}')
