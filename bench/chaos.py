@@ -339,7 +339,7 @@ def restarts(root, model, long, rng):
 @judges("straggler 5x slower", "worker that never comes back", "late joiner at round 10")
 def uneven(root, model, long, rng):
     """A straggler 5x slower, a worker killed for good, a late joiner at round 10."""
-    rounds = 20 if long else 14
+    rounds = 24 if long else 20      # a late joiner at round 10 loads its model (7-10 s)
     run = Run(root, "uneven", model, MAX_ROUNDS=rounds, ROUND_TIMEOUT=2.5, PEER_TIMEOUT=8,
               CHAOS_MIN_CALL=0.4)
     procs = {"coord": run.start("coordinator", "coord"), "w1": run.start("worker", "w1"),
