@@ -22,8 +22,9 @@ any check is an error. It reads the same environment variables as the launcher.
 
 The launcher runs the quick subset (no star: no network, no torch, well under a second) at
 start and stops (exit 2) on an error (a package at the wrong version is only a warning
-there); ``--quick`` prints just those. A worker reports a
-MODEL_NAME it cannot load itself, seconds later, with the same fix.
+there); ``--quick`` prints just those. A worker then runs the model and device checks too,
+before it waits for anything: a MODEL_NAME it cannot load or a DEVICE this machine lacks is
+exit 2 within seconds, not WAIT_TIMEOUT later.
 """
 
 from __future__ import annotations

@@ -64,6 +64,11 @@ def run_node(cfg) -> int:
         if cfg.NODE_ROLE == "coordinator":
             from rgym_exp.coordinator import Coordinator
             return Coordinator(cfg, exp, waiter, logs=logs).run()
+        from rgym_exp.doctor import check_device, check_model
+        for check in (check_model(cfg), check_device(cfg)):   # before any wait: a model that
+            if check.level == "error":                         # cannot load is said now, not
+                log.error("doctor: %s", check.line())          # after WAIT_TIMEOUT
+                return 2
         from rgym_exp.worker import Worker  # imports torch: only workers do
         return Worker(cfg, exp, waiter, logs).run()
     except (ConfigError, ExperimentMismatch, DuplicateNode) as exc:
