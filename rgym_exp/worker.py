@@ -89,6 +89,7 @@ class Worker:
                                         config.FORMAT_REWARD_WEIGHT))
         self.selector = ExternalSelector(self.source, self.scorer, self.node)
         self.tracker = StateTracker(experiment.reader, experiment.layout.state_file)
+        self.finished_at = None                # the experiment had finished before this start
         self.heartbeat = Heartbeat(experiment, self.node, "worker", config.HEARTBEAT_INTERVAL,
                                    waiter, model=config.MODEL_NAME)
         self.trainer = None
@@ -113,6 +114,10 @@ class Worker:
         self.heartbeat.update(phase="waiting for experiment.json")
         info = self.exp.wait_and_check(self.source, self.waiter)
         self.logs.bind(info.instance_id)
+        state = self.tracker.refresh()
+        if state is not None and state.finished and state.round + 1 >= cfg.MAX_ROUNDS:
+            self.finished_at = state.round     # nothing to do: say so before loading a model
+            return
         self.scorer.warm()                        # the verifier processes start meanwhile
         self.heartbeat.update(phase="loading model")
         from transformers.utils import logging as hf_logging
@@ -187,6 +192,12 @@ class Worker:
         status = "failed"
         try:
             self.setup()
+            if self.finished_at is not None:
+                log.info("experiment %s had already finished at round %d (MAX_ROUNDS=%d): nothing "
+                         "to do; run it with a larger MAX_ROUNDS to extend it",
+                         self.cfg.EXPERIMENT_NAME, self.finished_at, self.cfg.MAX_ROUNDS)
+                status = "finished"
+                return 0
             ahead = None
             while True:
                 state = self.next_round()

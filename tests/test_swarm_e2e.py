@@ -169,4 +169,15 @@ def test_a_failing_node_makes_the_swarm_exit_non_zero(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rgym_exp.runner.swarm_launcher"], env=env,
                          capture_output=True, text=True, timeout=240, cwd=REPO)
     assert out.returncode == 1
-    assert "no such directory" in out.stderr and "swarm finished with failures" in out.stderr
+    assert "no-such-model: no such folder" in out.stderr and "swarm finished with failures" in out.stderr
+
+
+def test_a_worker_restarted_on_a_finished_experiment_says_so_without_loading_its_model(
+        three_rounds, tiny_llama):
+    drive, _, root = three_rounds
+    env = node_env(drive, tiny_llama, str(root / "home"), EVAL_INTERVAL=1, EVAL_QUESTIONS=6)
+    log = root / "w1-again.log"
+    assert start_node(env, str(log), "worker", "w1").wait(timeout=120) == 0
+    text = log.read_text()
+    assert "experiment exp had already finished at round 2 (MAX_ROUNDS=3): nothing to do" in text
+    assert "loaded in" not in text and "evaluating" not in text, text[-2000:]
