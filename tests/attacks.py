@@ -470,7 +470,11 @@ def vanished_swarm(drive: str, start, timeout: float = 240) -> SimpleNamespace:
     try:
         wait_for(lambda: _json(os.path.join(root, "state", "current_state.json")).get(
             "round", -1) >= 1, timeout, "round 1")
-        shutil.rmtree(root)
+        for _ in range(50):         # the nodes write meanwhile: delete until it is gone
+            shutil.rmtree(root, ignore_errors=True)
+            if not os.path.exists(os.path.join(root, "experiment.json")):
+                break
+            time.sleep(0.05)
         gone_at, codes, took = time.monotonic(), {}, {}
         for name, proc in procs.items():
             codes[name] = proc.wait(timeout=timeout)
