@@ -83,7 +83,6 @@ class Coordinator:
         self._looked_for: tuple = ()           # (round, submitters) that made tick look at peers/
         self._done: set[str] = set()             # submissions of _done_round, as last listed
         self._checked: dict = {}                 # (round, node) -> its submission verified?
-        self._seen: set = set()                  # (round, node) of verified submissions seen
         self._submitted_at: dict = {}            # node -> when its last new one was first seen
         self._done_round, self._done_at = -1, -math.inf
         self._state_sealed = None                # the state file as last written here
@@ -239,12 +238,11 @@ class Coordinator:
     def submitted(self, round_: int) -> set[str]:
         """Workers whose submission of ``round_`` is in its folder and signed by them."""
         self._checked = {k: v for k, v in self._checked.items() if k[0] >= round_ - 1}
+        before = {n for (r, n), ok in self._checked.items() if r == round_ and ok}
         done = verified(self.exp.reader, self.layout, round_,
                         submitted(self.exp.store, self.layout, round_), self._checked)
-        for node in done - {n for r, n in self._seen if r == round_}:
-            self._seen.add((round_, node))
+        for node in done - before:                # first seen verified now
             self._submitted_at[node] = self.clock()
-        self._seen = {k for k in self._seen if k[0] >= round_ - 1}
         return done
 
     def look_at_submissions(self, state: RoundState) -> set[str]:

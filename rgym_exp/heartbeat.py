@@ -119,8 +119,7 @@ class Heartbeat:
     def _check_case(self) -> None:
         """Refuse a NODE_ID that differs from a registered one only in case."""
         me, root = self.record.node_id, self.exp.layout.root
-        others = {e.name.split(".")[0] for e in self.exp.store.list(self.exp.layout.keys_dir)}
-        for other in sorted(others):
+        for other in sorted(self.exp.trust.registered_nodes(root)):
             if other != me and other.casefold() == me.casefold() and \
                     self.exp.trust.first_registered(root, other) is not None:
                 raise DuplicateNode(

@@ -95,7 +95,7 @@ def health(record: PeerRecord, age: Optional[float], heartbeat_interval: float,
 
 def _registered(store: Store, layout: Layout, reader: RecordReader) -> set[str]:
     """Nodes with a key registration in keys/ that verifies (rgym_exp/trust.py)."""
-    names = {e.name.split(".")[0] for e in store.list(layout.keys_dir) if not e.is_dir}
+    names = reader.trust.registered_nodes(layout.root)
     return {n for n in names if reader.trust.node_key(layout.root, n) or
             reader.trust.first_registered(layout.root, n)}
 

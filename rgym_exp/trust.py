@@ -60,7 +60,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from genrl.rollouts import NAME_PATTERN, parse_json
-from rgym_exp.drive.layout import keys_dir, registration as registration_path
+from rgym_exp.drive.layout import keys_dir, parse_registration, registration as registration_path
 from rgym_exp.drive.store import StoreError
 from rgym_exp.node_keys import Keys, fingerprint, key_id  # noqa: F401 - Keys: readers' one door
 from rgym_exp.refusals import MAX_SIGNERS, Refusals  # noqa: F401 - status shows MAX_SIGNERS
@@ -240,8 +240,8 @@ class Trust(Refusals):
 
     def open(self, path: str, data: bytes, key: Optional[str] = None) -> bytes:
         """The verified record bytes of the file at ``path``; raises Refused (counted).
-        ``key``: verify with this key instead of the registered one (a registration that
-        is checked by its own key: see ``peek``)."""
+        ``key``: verify with this key instead of the registered one (a registration, checked
+        by its own key: ``first_registered``)."""
         t0 = time.perf_counter()
         try:
             return self._open(path, data, key)
@@ -318,10 +318,8 @@ class Trust(Refusals):
         with self._lock:
             if self.clock() - self._unknown.get((root, node), -1e18) < RETRY_UNKNOWN_S:
                 return None
-        key = self.first_registered(root, node)
-        if key is not None:
-            self._learn(root, node, key)
-        else:
+        key = self.first_registered(root, node)     # opening it learned the key
+        if key is None:
             with self._lock:
                 self._unknown[(root, node)] = self.clock()
         return key
@@ -330,23 +328,28 @@ class Trust(Refusals):
         """Paths of ``node``'s registrations, oldest first by the store's own clock (a writer
         can date a file's modification, not its creation: Drive's createdTime, a local
         file's ctime), at most MAX_REGISTRATIONS."""
-        rx = re.compile(rf"{re.escape(node)}\.[0-9a-f]{{16}}\.json")
-        found = [e for e in self._keys_listing(root, node) if not e.is_dir and rx.fullmatch(e.name)]
+        found = [e for e in self._keys_listing(root, node) if not e.is_dir
+                 and (parse_registration(e.name) or ("",))[0] == node]
         found.sort(key=lambda e: (e.created or e.mtime, e.name))
         return [f"{keys_dir(root)}/{e.name}" for e in found[:MAX_REGISTRATIONS]]
 
-    def _keys_listing(self, root: str, node: str) -> list:
+    def _keys_listing(self, root: str, node: Optional[str] = None) -> list:
         """keys/ as listed at most LISTING_S ago (the first look at many peers costs one
         listing), listed again when ``node`` is not in it and it is older than a second."""
         with self._lock:
             at, entries = self._listed.get(root, (-1e18, []))
         age = self.clock() - at
-        if age > LISTING_S or (age > 1.0 and not any(e.name.startswith(node + ".")
-                                                     for e in entries)):
+        if age > LISTING_S or (node is not None and age > 1.0 and not any(
+                e.name.startswith(node + ".") for e in entries)):
             entries = self.store.list(keys_dir(root))
             with self._lock:
                 self._listed[root] = (self.clock(), entries)
         return entries
+
+    def registered_nodes(self, root: str) -> set[str]:
+        """NODE_IDs with a registration file in keys/ (not verified: ``first_registered``)."""
+        return {got[0] for got in (parse_registration(e.name) for e in self._keys_listing(root)
+                                   if not e.is_dir) if got}
 
     def first_registered(self, root: str, node: str) -> Optional[str]:
         """The key of ``node``'s oldest registration that verifies (None: none does),
@@ -372,8 +375,8 @@ class Trust(Refusals):
         first = self.first_registered(root, self.node)
         if first is not None and first != self.keys.public:
             return first
-        path = registration_path(root, self.node, key_id(self.keys.public))
-        if first is None and self.store.read(path, 64 * 1024) is None:
+        if first is None:                         # none verifies: ours is written (once)
+            path = registration_path(root, self.node, key_id(self.keys.public))
             body = json.dumps({"node_id": self.node, "key": self.keys.public,
                                "registered_at": time.time()}).encode()
             self.store.write(path, self.seal(path, body))

@@ -387,3 +387,23 @@ def test_records_read_through_a_reader_without_a_key_verify_against_registration
     write_as(store, "coord", layout.state_file, RoundState(round=1, started_at=0, deadline=1,
                                                            max_rounds=3))
     assert RecordReader(store).read(RoundState, layout.state_file).round == 1
+
+
+def test_junk_in_keys_neither_breaks_a_lookup_nor_stands_in_for_a_registration(tmp_path):
+    store = FolderStore(str(tmp_path))
+    folder = tmp_path / ROOT / "keys"
+    folder.mkdir(parents=True)
+    (folder / "w5.00000000000000aa.json").write_bytes(b"x" * (1 << 20))      # huge
+    (folder / "w5.00000000000000bb.json").write_bytes(b'{"a": ' * 600 + b"1" + b"}" * 600)
+    (folder / "w5.00000000000000cc.json").write_bytes(b'{"node_id": "w5"}')  # unsigned
+    (folder / "w5.00000000000000dd.json").mkdir()                          # a folder
+    os.symlink("/dev/zero", folder / "w5.00000000000000ee.json")           # a link
+    mallory = Keys.generate()                                              # a bad signature
+    forged = f"{ROOT}/keys/w5.{key_id(mallory.public)}.json"
+    store.write(forged, Trust(store, mallory, "w5").seal(forged, b'{"node_id": "w9"}')
+                .replace(b'"w9"', b'"w5"'))
+    assert Trust(store).first_registered(ROOT, "w5") is None               # none stands in
+    assert signer(store, "w5").register(ROOT) == keys("w5").public         # w5 registers
+    reader = Trust(store)
+    assert reader.first_registered(ROOT, "w5") == keys("w5").public
+    assert reader.registered_nodes(ROOT) == {"w5"}

@@ -41,6 +41,7 @@ _ROUND_DIR_RE = re.compile(r"^round_([0-9]{1,9})$")
 # round): a write never creates one (store.FolderWait), so Drive never holds two copies
 ROUND_FOLDERS = r"(^|/)(rollouts|submissions)/round_[0-9]+$"
 _ROLLOUT_RE = re.compile(rf"^({NAME_PATTERN})(?:\.([0-9]{{1,4}}))?(?:\.s([0-9]{{1,3}}))?\.json$")
+_REGISTRATION_RE = re.compile(rf"^({NAME_PATTERN})\.([0-9a-f]{{16}})\.json$")
 
 
 def check_name(kind: str, value: str) -> str:
@@ -76,6 +77,12 @@ def parse_node_file(name: str) -> Optional[str]:
         return None
     node = name[:-5]
     return node if NAME_RE.fullmatch(node) else None
+
+
+def parse_registration(name: str) -> Optional[tuple[str, str]]:
+    """(node_id, key id) from a keys/ file name '{node_id}.{key id}.json', None otherwise."""
+    m = _REGISTRATION_RE.fullmatch(name)
+    return (m.group(1), m.group(2)) if m else None
 
 
 def local_folder(cache_dir: str, location: str, experiment: str) -> str:
